@@ -1,0 +1,223 @@
+//! Content-defined chunking and the content-addressed chunk store.
+//!
+//! Payload files are cut with FastCDC (16 KiB min, 64 KiB average, 1 MiB max),
+//! each chunk is zstd-compressed at a fixed level and named by the SHA-256 of
+//! the compressed bytes, so identical content is stored once across bundles
+//! and versions, and a chunk is verified before it is decompressed.
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::index::{sha256_hex, ChunkRef, MAX_CHUNK_SIZE};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Smallest chunk FastCDC cuts.
+pub const CDC_MIN: u32 = 16 * 1024;
+/// Average chunk size.
+pub const CDC_AVG: u32 = 64 * 1024;
+/// Largest chunk.
+pub const CDC_MAX: u32 = MAX_CHUNK_SIZE as u32;
+/// zstd level; part of the format because chunk ids depend on it.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// A compressed chunk ready to store.
+pub struct SealedChunk {
+    /// Its reference in the index.
+    pub r#ref: ChunkRef,
+    /// Compressed bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Cuts `data` into content-defined pieces (offset, length).
+pub fn cut(data: &[u8]) -> Vec<(usize, usize)> {
+    fastcdc::v2020::FastCDC::new(data, CDC_MIN, CDC_AVG, CDC_MAX)
+        .map(|c| (c.offset, c.length))
+        .collect()
+}
+
+/// Compresses one plain chunk.
+pub fn seal(plain: &[u8]) -> Result<SealedChunk> {
+    let bytes = zstd::bulk::compress(plain, ZSTD_LEVEL).map_err(Error::io("compress chunk", "<memory>"))?;
+    Ok(SealedChunk {
+        r#ref: ChunkRef {
+            id: sha256_hex(&bytes),
+            size: plain.len() as u64,
+            stored: bytes.len() as u64,
+        },
+        bytes,
+    })
+}
+
+/// Verifies stored bytes against their reference, then decompresses them,
+/// never producing more than the declared plain size.
+pub fn open(r: &ChunkRef, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    if stored.len() as u64 != r.stored {
+        return Err(if (stored.len() as u64) < r.stored {
+            Error::Truncated {
+                what: format!("chunk {}", r.id),
+                detail: format!("{} of {} bytes", stored.len(), r.stored),
+            }
+        } else {
+            Error::TooLarge {
+                what: format!("chunk {}", r.id),
+                size: stored.len() as u64,
+                max: r.stored,
+            }
+        });
+    }
+    let found = sha256_hex(stored);
+    if found != r.id {
+        return Err(Error::DigestMismatch {
+            what: format!("chunk {}", r.id),
+            expected: r.id.clone(),
+            found,
+        });
+    }
+    out.clear();
+    // Decompress with a hard cap of declared size + 1 so an oversized frame is detected.
+    let mut dec = zstd::stream::read::Decoder::with_buffer(stored).map_err(Error::io("open chunk", &r.id))?;
+    let mut limited = (&mut dec).take(r.size + 1);
+    limited
+        .read_to_end(out)
+        .map_err(|e| Error::invalid(format!("chunk {}", r.id), format!("corrupt zstd data: {e}")))?;
+    if out.len() as u64 > r.size {
+        return Err(Error::DecompressionBomb {
+            chunk: r.id.clone(),
+            declared: r.size,
+        });
+    }
+    if (out.len() as u64) < r.size {
+        return Err(Error::Truncated {
+            what: format!("chunk {}", r.id),
+            detail: format!("decompressed to {} of {} bytes", out.len(), r.size),
+        });
+    }
+    Ok(())
+}
+
+/// Relative location of a chunk inside a store: `ab/abcdef….zst`.
+pub fn chunk_rel_path(id: &str) -> PathBuf {
+    let prefix = id.get(..2).unwrap_or("00");
+    PathBuf::from(prefix).join(format!("{id}.zst"))
+}
+
+/// A directory of chunks named by their id.
+#[derive(Debug, Clone)]
+pub struct ChunkStore {
+    root: PathBuf,
+}
+
+impl ChunkStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ChunkStore { root: root.into() }
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Path of a chunk.
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.root.join(chunk_rel_path(id))
+    }
+
+    /// Whether the chunk is present.
+    pub fn contains(&self, id: &str) -> bool {
+        self.path(id).is_file()
+    }
+
+    /// Stores compressed bytes atomically unless already present.
+    pub fn put(&self, id: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(id);
+        if path.is_file() {
+            return Ok(());
+        }
+        fsutil::atomic_write(&path, bytes)
+    }
+
+    /// Reads a chunk's stored bytes, refusing more than `max` bytes.
+    pub fn get(&self, id: &str, max: u64) -> Result<Vec<u8>> {
+        let path = self.path(id);
+        let f = std::fs::File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Truncated {
+                    what: format!("chunk {id}"),
+                    detail: format!("missing at {}", path.display()),
+                }
+            } else {
+                Error::Io {
+                    action: "open chunk",
+                    path: path.clone(),
+                    source: e,
+                }
+            }
+        })?;
+        let mut buf = Vec::new();
+        f.take(max + 1).read_to_end(&mut buf).map_err(Error::io("read chunk", &path))?;
+        Ok(buf)
+    }
+
+    /// Every chunk id in the store, sorted.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let Ok(dirs) = std::fs::read_dir(&self.root) else {
+            return Ok(ids);
+        };
+        for d in dirs {
+            let d = d.map_err(Error::io("list", &self.root))?;
+            let Ok(files) = std::fs::read_dir(d.path()) else { continue };
+            for f in files {
+                let f = f.map_err(Error::io("list", d.path()))?;
+                if let Some(id) = f.file_name().to_str().and_then(|n| n.strip_suffix(".zst")) {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_tamper() {
+        let plain: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let sealed = seal(&plain).unwrap();
+        let mut out = Vec::new();
+        open(&sealed.r#ref, &sealed.bytes, &mut out).unwrap();
+        assert_eq!(out, plain);
+
+        let mut bad = sealed.bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(open(&sealed.r#ref, &bad, &mut out).unwrap_err().kind(), "digest_mismatch");
+        assert_eq!(open(&sealed.r#ref, &sealed.bytes[..10], &mut out).unwrap_err().kind(), "truncated");
+    }
+
+    #[test]
+    fn declared_size_caps_decompression() {
+        let plain = vec![0u8; 500_000];
+        let sealed = seal(&plain).unwrap();
+        let mut lying = sealed.r#ref.clone();
+        lying.size = 1000;
+        let mut out = Vec::new();
+        assert_eq!(open(&lying, &sealed.bytes, &mut out).unwrap_err().kind(), "decompression_bomb");
+        assert!(out.len() <= 1001);
+    }
+
+    #[test]
+    fn cdc_boundaries_survive_an_insert() {
+        let mut data: Vec<u8> = (0..3_000_000u64).map(|i| ((i * 2654435761) >> 13) as u8).collect();
+        let before: std::collections::HashSet<_> =
+            cut(&data).into_iter().map(|(o, l)| sha256_hex(&data[o..o + l])).collect();
+        data.splice(1_000_000..1_000_000, [7u8; 100]);
+        let after: Vec<_> = cut(&data).into_iter().map(|(o, l)| sha256_hex(&data[o..o + l])).collect();
+        let shared = after.iter().filter(|h| before.contains(*h)).count();
+        assert!(shared + 3 >= after.len(), "only {shared} of {} chunks shared", after.len());
+    }
+}

@@ -1,0 +1,112 @@
+//! Small filesystem helpers: atomic writes and checked relative paths.
+
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory,
+/// fsync, rename over the target, fsync the directory. Readers never see a
+/// partial file.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(Error::io("create temporary file in", dir))?;
+    tmp.write_all(bytes).map_err(Error::io("write", tmp.path()))?;
+    tmp.as_file().sync_all().map_err(Error::io("fsync", tmp.path()))?;
+    tmp.persist(path).map_err(|e| Error::Io {
+        action: "rename into place",
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    sync_dir(dir)
+}
+
+/// Fsyncs a directory so that renames inside it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io("fsync directory", dir))
+}
+
+/// Checks that `raw` is a safe relative path made of normal components
+/// (no `..`, no root, no empty or `.` components, no backslashes) and returns it.
+pub fn safe_relative(raw: &str) -> Result<PathBuf> {
+    if raw.is_empty() {
+        return Err(Error::invalid(raw, "empty path"));
+    }
+    if raw.starts_with('/') {
+        return Err(Error::AbsolutePath { path: raw.into() });
+    }
+    if raw.contains('\\') || raw.contains('\0') {
+        return Err(Error::invalid(raw, "paths may not contain backslashes or NUL bytes"));
+    }
+    let mut out = PathBuf::new();
+    for part in raw.split('/') {
+        match part {
+            ".." => return Err(Error::PathTraversal { path: raw.into() }),
+            "" | "." => return Err(Error::invalid(raw, "paths may not contain empty or '.' components")),
+            _ => out.push(part),
+        }
+    }
+    // Belt and braces: the standard library must agree it is normal and relative.
+    if out.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(Error::PathTraversal { path: raw.into() });
+    }
+    Ok(out)
+}
+
+/// Creates a directory with mode 0700 (and its parents).
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(Error::io("create directory", dir))
+}
+
+/// Writes a secret atomically with mode 0600.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_private_dir(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("secret")
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(Error::io("create secret file", &tmp))?;
+    f.write_all(bytes).map_err(Error::io("write", &tmp))?;
+    f.sync_all().map_err(Error::io("fsync", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_relative_rejects_escapes() {
+        assert_eq!(safe_relative("a/b.json").unwrap(), PathBuf::from("a/b.json"));
+        assert_eq!(safe_relative("../x").unwrap_err().kind(), "path_traversal");
+        assert_eq!(safe_relative("a/../../x").unwrap_err().kind(), "path_traversal");
+        assert_eq!(safe_relative("/etc/passwd").unwrap_err().kind(), "absolute_path");
+        assert_eq!(safe_relative("a//b").unwrap_err().kind(), "invalid");
+        assert_eq!(safe_relative("a\\b").unwrap_err().kind(), "invalid");
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/f.json");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,49 @@
+//! Bundle format, signing and verification: the one place that knows what a
+//! signed bundle is.
+//!
+//! - [`build`] turns a source tree into a deterministic, chunked bundle file
+//!   with an SBOM and provenance ([`index`] describes its index).
+//! - [`repo`] is the hub's side of the TUF repository (init, publish, key
+//!   rotation) and [`medium`] writes self-contained sneakernet media,
+//!   optionally age-encrypted, optionally as an offline delta.
+//! - [`verify`] is the spoke's one verification path for media and mirrors.
+//!
+//! This crate knows nothing of SQLite, HTTP servers or the spoke's stores.
+#![deny(missing_docs)]
+
+pub mod build;
+pub mod bundle_file;
+pub mod chunks;
+mod error;
+pub mod fsutil;
+pub mod index;
+pub mod keys;
+pub mod manifest;
+pub mod medium;
+pub mod repo;
+pub mod verify;
+
+pub use error::{Error, Result};
+
+/// Receives progress of long operations; the binaries draw it as a bar on a TTY.
+pub trait Progress: Sync {
+    /// Sets the total amount of work.
+    fn set_len(&self, len: u64);
+    /// Records `n` more units done.
+    fn inc(&self, n: u64);
+}
+
+/// No progress reporting.
+impl Progress for () {
+    fn set_len(&self, _: u64) {}
+    fn inc(&self, _: u64) {}
+}
+
+/// Runs tough's async API to completion on a private current-thread runtime.
+/// Must not be called from inside an async context (use `spawn_blocking`).
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => panic!("cannot start a tokio runtime: {e}"),
+    }
+}
