@@ -1,1 +1,205 @@
-//! placeholder
+//! The spoke agent: brings verified bundles onto the spoke.
+//!
+//! [`import`] takes a sneakernet medium through the one verification path in
+//! `bundles::verify`, stages every payload, and only then commits: chunks,
+//! indexes and payloads are renamed into the data directory, the receiving
+//! [`Registry`] records the bundles in one transaction, and the new trust
+//! state is written last. A medium that fails any check changes nothing.
+//! The agent knows nothing of SQLite or HTTP servers: the spoke binary plugs
+//! the appliance's store in through [`Registry`].
+#![deny(missing_docs)]
+
+use bundles::chunks::ChunkStore;
+use bundles::index::BundleIndex;
+use bundles::repo::Published;
+use bundles::verify::{self, ChunkSources, Policy, TrustState};
+use bundles::Progress;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The agent's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Verification or format error from the bundle layer.
+    #[error(transparent)]
+    Bundles(#[from] bundles::Error),
+    /// The registry refused or failed to record the bundles.
+    #[error("recording installed bundles failed: {0}")]
+    Registry(String),
+    /// A filesystem step of the commit failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// A stable machine-readable name for this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Bundles(e) => e.kind(),
+            Error::Registry(_) => "registry",
+            Error::Io { .. } => "io",
+        }
+    }
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// A bundle the agent verified and staged, handed to the [`Registry`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifiedBundle {
+    /// What the signed targets metadata says about it.
+    pub published: Published,
+    /// Its index.
+    pub index: BundleIndex,
+}
+
+/// Where imported bundles are recorded; the appliance's store implements it.
+pub trait Registry {
+    /// Whether a bundle with this CID is already installed.
+    fn has(&self, cid: &str) -> Result<bool, String>;
+    /// Records bundles atomically (all or none).
+    fn record(&mut self, bundles: &[VerifiedBundle]) -> Result<(), String>;
+}
+
+/// Where the agent keeps things in the data directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Trust state file.
+    pub trust: PathBuf,
+    /// Installed chunk store.
+    pub chunks: PathBuf,
+    /// Installed indexes (`HEX.json`).
+    pub indexes: PathBuf,
+    /// Assembled payloads (`HEX/`).
+    pub payloads: PathBuf,
+    /// Scratch space (same filesystem, so commits are renames).
+    pub staging: PathBuf,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportReport {
+    /// Bundles newly installed.
+    pub installed: Vec<Published>,
+    /// Bundles on the medium that were already installed.
+    pub already_installed: Vec<Published>,
+    /// Bundles the signed metadata lists but the medium does not carry.
+    pub not_on_medium: usize,
+    /// Chunks taken from the medium.
+    pub chunks_copied: usize,
+    /// TUF root version now trusted.
+    pub root_version: u64,
+}
+
+/// Verifies a medium and installs what it carries. See the crate docs for the commit order.
+pub fn import(
+    paths: &Paths,
+    medium: &Path,
+    identity: Option<&age::x25519::Identity>,
+    registry: &mut dyn Registry,
+    progress: &dyn Progress,
+) -> Result<ImportReport, Error> {
+    std::fs::create_dir_all(&paths.staging).map_err(io("create", &paths.staging))?;
+    let staging =
+        tempfile::tempdir_in(&paths.staging).map_err(io("create staging in", &paths.staging))?;
+    let plain = bundles::medium::open_medium(medium, identity, staging.path())?;
+    let trust = TrustState::load(&paths.trust)?;
+    let verified = verify::verify_repository(&plain, &trust, &Policy::sneakernet())?;
+
+    let installed_store = ChunkStore::new(&paths.chunks);
+    let staged_store = ChunkStore::new(staging.path().join("chunks"));
+    let medium_store = verified.layout().chunks();
+    let sources = ChunkSources {
+        installed: &installed_store,
+        staged: &staged_store,
+        medium: &medium_store,
+    };
+    let mut new = Vec::new();
+    let mut already = Vec::new();
+    let mut not_on_medium = 0;
+    for p in &verified.bundles {
+        if !verified.has_index(p) {
+            not_on_medium += 1;
+            continue;
+        }
+        if registry.has(&p.cid).map_err(Error::Registry)? {
+            already.push(p.clone());
+            continue;
+        }
+        let (index, bytes) = verified.read_index(p)?;
+        let hex = p.sha256().to_string();
+        verify::assemble(
+            &index,
+            &sources,
+            &staging.path().join("payloads").join(&hex),
+            &Policy::sneakernet(),
+            progress,
+        )?;
+        bundles::fsutil::atomic_write(
+            &staging.path().join("indexes").join(format!("{hex}.json")),
+            &bytes,
+        )?;
+        new.push(VerifiedBundle {
+            published: p.clone(),
+            index,
+        });
+    }
+
+    // Everything verified: commit. Chunks and indexes first (content-addressed, harmless
+    // if a crash leaves them unreferenced), then payload directories, then the records,
+    // then the trust state.
+    let staged_chunks = staged_store.list()?;
+    for id in &staged_chunks {
+        move_into(&staged_store.path(id), &installed_store.path(id))?;
+    }
+    for b in &new {
+        let hex = b.published.sha256();
+        move_into(
+            &staging.path().join("indexes").join(format!("{hex}.json")),
+            &paths.indexes.join(format!("{hex}.json")),
+        )?;
+        move_into(
+            &staging.path().join("payloads").join(hex),
+            &paths.payloads.join(hex),
+        )?;
+    }
+    registry.record(&new).map_err(Error::Registry)?;
+    verified.new_state.save(&paths.trust)?;
+    Ok(ImportReport {
+        installed: new.into_iter().map(|b| b.published).collect(),
+        already_installed: already,
+        not_on_medium,
+        chunks_copied: staged_chunks.len(),
+        root_version: verified.new_state.root()?.signed.version.get(),
+    })
+}
+
+/// Renames `from` to `to` (creating parents) unless `to` already exists: content-addressed
+/// names mean an existing target already holds the same content.
+fn move_into(from: &Path, to: &Path) -> Result<(), Error> {
+    if to.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+    }
+    std::fs::rename(from, to).map_err(io("move into place", to))?;
+    if let Some(parent) = to.parent() {
+        bundles::fsutil::sync_dir(parent)?;
+    }
+    Ok(())
+}

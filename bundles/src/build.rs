@@ -36,10 +36,12 @@ impl BuildOptions {
     pub fn from_env(builder: &str) -> Result<Self> {
         let build_time = match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(v) => {
-                let secs: i64 = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| Error::invalid("SOURCE_DATE_EPOCH", format!("{v:?} is not a number of seconds")))?;
+                let secs: i64 = v.trim().parse().map_err(|_| {
+                    Error::invalid(
+                        "SOURCE_DATE_EPOCH",
+                        format!("{v:?} is not a number of seconds"),
+                    )
+                })?;
                 jiff::Timestamp::from_second(secs)
                     .map_err(|e| Error::invalid("SOURCE_DATE_EPOCH", e.to_string()))?
             }
@@ -85,7 +87,10 @@ struct SourceFile {
 fn walk_source(root: &Path) -> Result<Vec<SourceFile>> {
     let meta = std::fs::symlink_metadata(root).map_err(Error::io("read source directory", root))?;
     if !meta.is_dir() {
-        return Err(Error::invalid(root.display().to_string(), "a bundle source must be a directory"));
+        return Err(Error::invalid(
+            root.display().to_string(),
+            "a bundle source must be a directory",
+        ));
     }
     let mut out = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
@@ -94,11 +99,17 @@ fn walk_source(root: &Path) -> Result<Vec<SourceFile>> {
         let rd = std::fs::read_dir(&dir).map_err(Error::io("read directory", &dir))?;
         for ent in rd {
             let ent = ent.map_err(Error::io("read directory", &dir))?;
-            let name = ent
-                .file_name()
-                .into_string()
-                .map_err(|n| Error::invalid(dir.display().to_string(), format!("file name {n:?} is not UTF-8")))?;
-            let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+            let name = ent.file_name().into_string().map_err(|n| {
+                Error::invalid(
+                    dir.display().to_string(),
+                    format!("file name {n:?} is not UTF-8"),
+                )
+            })?;
+            let rel = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
             crate::fsutil::safe_relative(&rel)?;
             let path = ent.path();
             let md = std::fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
@@ -119,14 +130,19 @@ fn walk_source(root: &Path) -> Result<Vec<SourceFile>> {
                         max: MAX_SOURCE_SIZE,
                     });
                 }
-                let mode = if md.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+                let mode = if md.permissions().mode() & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                };
                 out.push(SourceFile {
                     rel,
                     abs: path,
                     mode,
                     size: md.len(),
                 });
-            } else if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket() {
+            } else if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket()
+            {
                 return Err(Error::DeviceNode { path: rel });
             } else {
                 return Err(Error::invalid(rel, "unsupported file type"));
@@ -142,7 +158,10 @@ fn read_manifest(src: &Path, name: &str) -> Result<Vec<u8>> {
     let path = src.join(name);
     let md = std::fs::symlink_metadata(&path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::invalid(src.display().to_string(), format!("missing {name}; every source needs one at its root"))
+            Error::invalid(
+                src.display().to_string(),
+                format!("missing {name}; every source needs one at its root"),
+            )
         } else {
             Error::Io {
                 action: "stat",
@@ -165,20 +184,56 @@ fn read_manifest(src: &Path, name: &str) -> Result<Vec<u8>> {
 }
 
 /// Builds a pack bundle from a directory holding `pack.json`.
-pub fn build_pack(src: &Path, out: &Path, opts: &BuildOptions, progress: &dyn Progress) -> Result<BuiltBundle> {
+pub fn build_pack(
+    src: &Path,
+    out: &Path,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<BuiltBundle> {
     let raw = read_manifest(src, "pack.json")?;
     let m = PackManifest::parse(&raw, &src.join("pack.json").display().to_string())?;
-    let manifest = serde_json::to_value(&m).map_err(|e| Error::invalid("pack.json", e.to_string()))?;
-    let deps = m.dependencies.iter().map(|(n, r)| (n.clone(), r.to_string())).collect();
-    build_tree(BundleKind::Pack, &m.name, &m.version, manifest, deps, src, out, opts, progress)
+    let manifest =
+        serde_json::to_value(&m).map_err(|e| Error::invalid("pack.json", e.to_string()))?;
+    let deps = m
+        .dependencies
+        .iter()
+        .map(|(n, r)| (n.clone(), r.to_string()))
+        .collect();
+    build_tree(
+        BundleKind::Pack,
+        &m.name,
+        &m.version,
+        manifest,
+        deps,
+        src,
+        out,
+        opts,
+        progress,
+    )
 }
 
 /// Builds a model bundle from a directory holding `model.json` and the weights.
-pub fn build_model(src: &Path, out: &Path, opts: &BuildOptions, progress: &dyn Progress) -> Result<BuiltBundle> {
+pub fn build_model(
+    src: &Path,
+    out: &Path,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<BuiltBundle> {
     let raw = read_manifest(src, "model.json")?;
     let m = ModelManifest::parse(&raw, &src.join("model.json").display().to_string())?;
-    let manifest = serde_json::to_value(&m).map_err(|e| Error::invalid("model.json", e.to_string()))?;
-    build_tree(BundleKind::Model, &m.name, &m.version, manifest, Vec::new(), src, out, opts, progress)
+    let manifest =
+        serde_json::to_value(&m).map_err(|e| Error::invalid("model.json", e.to_string()))?;
+    build_tree(
+        BundleKind::Model,
+        &m.name,
+        &m.version,
+        manifest,
+        Vec::new(),
+        src,
+        out,
+        opts,
+        progress,
+    )
 }
 
 /// A pack a product pins, resolved against the published repository.
@@ -215,14 +270,19 @@ pub fn build_product(
     out: &Path,
     opts: &BuildOptions,
 ) -> Result<BuiltBundle> {
-    let raw = std::fs::read(manifest_path).map_err(Error::io("read product manifest", manifest_path))?;
+    let raw =
+        std::fs::read(manifest_path).map_err(Error::io("read product manifest", manifest_path))?;
     let product = ProductManifest::parse_yaml(&raw, &manifest_path.display().to_string())?;
-    let deps = resolved.iter().map(|r| (r.name.clone(), r.version.clone())).collect();
+    let deps = resolved
+        .iter()
+        .map(|r| (r.name.clone(), r.version.clone()))
+        .collect();
     let pbm = ProductBundleManifest {
         product: product.clone(),
         resolved,
     };
-    let manifest = serde_json::to_value(&pbm).map_err(|e| Error::invalid("product manifest", e.to_string()))?;
+    let manifest = serde_json::to_value(&pbm)
+        .map_err(|e| Error::invalid("product manifest", e.to_string()))?;
     let files = vec![InputFile {
         rel: "product.yaml".into(),
         mode: 0o644,
@@ -242,7 +302,12 @@ pub fn build_product(
 }
 
 /// Builds an OS bundle from a UKI (unified kernel image) file.
-pub fn build_os(uki: &Path, version: &semver::Version, out: &Path, opts: &BuildOptions) -> Result<BuiltBundle> {
+pub fn build_os(
+    uki: &Path,
+    version: &semver::Version,
+    out: &Path,
+    opts: &BuildOptions,
+) -> Result<BuiltBundle> {
     let data = std::fs::read(uki).map_err(Error::io("read UKI", uki))?;
     let manifest = serde_json::json!({ "uki": "uki.efi", "os_version": version.to_string() });
     let files = vec![InputFile {
@@ -250,7 +315,17 @@ pub fn build_os(uki: &Path, version: &semver::Version, out: &Path, opts: &BuildO
         mode: 0o644,
         data,
     }];
-    build_files(BundleKind::Os, "eurocomply-os", version, manifest, Vec::new(), files.into_iter().map(Ok), out, opts, &())
+    build_files(
+        BundleKind::Os,
+        "eurocomply-os",
+        version,
+        manifest,
+        Vec::new(),
+        files.into_iter().map(Ok),
+        out,
+        opts,
+        &(),
+    )
 }
 
 struct InputFile {
@@ -276,7 +351,10 @@ fn build_tree(
     let inputs = files.into_iter().map(|f| {
         let data = std::fs::read(&f.abs).map_err(Error::io("read", &f.abs))?;
         if data.len() as u64 != f.size {
-            return Err(Error::invalid(f.rel, "file changed while the bundle was being built"));
+            return Err(Error::invalid(
+                f.rel,
+                "file changed while the bundle was being built",
+            ));
         }
         Ok(InputFile {
             rel: f.rel,
@@ -284,7 +362,9 @@ fn build_tree(
             data,
         })
     });
-    build_files(kind, name, version, manifest, deps, inputs, out, opts, progress)
+    build_files(
+        kind, name, version, manifest, deps, inputs, out, opts, progress,
+    )
 }
 
 /// Writes the bundle file for `inputs` (sorted by path) and returns what was built.
@@ -300,9 +380,13 @@ fn build_files(
     opts: &BuildOptions,
     progress: &dyn Progress,
 ) -> Result<BuiltBundle> {
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(Error::io("create temporary file in", dir))?;
+    let tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(Error::io("create temporary file in", dir))?;
     let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
     let mut written = BTreeSet::new();
     let mut entries = Vec::new();
@@ -337,7 +421,15 @@ fn build_files(
         kind,
         name: name.to_string(),
         version: version.clone(),
-        sbom: sbom(kind, name, version, &entries, &deps, &opts.builder, &build_time),
+        sbom: sbom(
+            kind,
+            name,
+            version,
+            &entries,
+            &deps,
+            &opts.builder,
+            &build_time,
+        ),
         manifest,
         provenance: Provenance {
             source_digest: format!("sha256:{}", hex::encode(source.finalize())),
@@ -352,8 +444,14 @@ fn build_files(
     let mut w = tar.into_inner().map_err(Error::io("write bundle", out))?;
     w.flush().map_err(Error::io("write bundle", out))?;
     drop(w);
-    tmp.as_file().sync_all().map_err(Error::io("fsync", tmp.path()))?;
-    let file_bytes = tmp.as_file().metadata().map_err(Error::io("stat", tmp.path()))?.len();
+    tmp.as_file()
+        .sync_all()
+        .map_err(Error::io("fsync", tmp.path()))?;
+    let file_bytes = tmp
+        .as_file()
+        .metadata()
+        .map_err(Error::io("stat", tmp.path()))?
+        .len();
     tmp.persist(out).map_err(|e| Error::Io {
         action: "rename bundle into place",
         path: out.to_owned(),
@@ -380,7 +478,8 @@ pub(crate) fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u
     h.set_uid(0);
     h.set_gid(0);
     h.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut h, path, bytes).map_err(Error::io("write tar entry", path))
+    tar.append_data(&mut h, path, bytes)
+        .map_err(Error::io("write tar entry", path))
 }
 
 /// A CycloneDX 1.5 SBOM describing the payload files and declared dependencies.

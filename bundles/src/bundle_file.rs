@@ -36,7 +36,8 @@ fn check_entry_type(entry: &tar::Entry<impl Read>, path: &str) -> Result<()> {
 
 fn entry_path(entry: &tar::Entry<impl Read>) -> Result<String> {
     let raw = entry.path_bytes();
-    let s = std::str::from_utf8(&raw).map_err(|_| Error::invalid("tar", "entry path is not UTF-8"))?;
+    let s =
+        std::str::from_utf8(&raw).map_err(|_| Error::invalid("tar", "entry path is not UTF-8"))?;
     Ok(s.trim_end_matches('/').to_string())
 }
 
@@ -54,9 +55,15 @@ pub fn read_bundle_file(path: &Path, store: &ChunkStore) -> Result<StagedBundle>
         check_entry_type(&entry, &name)?;
         safe_relative(&name)?;
         if index_bytes.is_some() {
-            return Err(Error::invalid(&origin, format!("{name} follows index.json; the index must be last")));
+            return Err(Error::invalid(
+                &origin,
+                format!("{name} follows index.json; the index must be last"),
+            ));
         }
-        let size = entry.header().size().map_err(Error::io("read bundle", path))?;
+        let size = entry
+            .header()
+            .size()
+            .map_err(Error::io("read bundle", path))?;
         if name == "index.json" {
             if size > MAX_INDEX_SIZE {
                 return Err(Error::TooLarge {
@@ -66,7 +73,9 @@ pub fn read_bundle_file(path: &Path, store: &ChunkStore) -> Result<StagedBundle>
                 });
             }
             let mut buf = Vec::with_capacity(size as usize);
-            entry.read_to_end(&mut buf).map_err(Error::io("read index", path))?;
+            entry
+                .read_to_end(&mut buf)
+                .map_err(Error::io("read index", path))?;
             index_bytes = Some(buf);
             continue;
         }
@@ -83,7 +92,9 @@ pub fn read_bundle_file(path: &Path, store: &ChunkStore) -> Result<StagedBundle>
             });
         }
         let mut buf = Vec::with_capacity(size as usize);
-        entry.read_to_end(&mut buf).map_err(Error::io("read chunk", path))?;
+        entry
+            .read_to_end(&mut buf)
+            .map_err(Error::io("read chunk", path))?;
         let found = sha256_hex(&buf);
         if found != id {
             return Err(Error::DigestMismatch {
@@ -103,7 +114,10 @@ pub fn read_bundle_file(path: &Path, store: &ChunkStore) -> Result<StagedBundle>
     })?;
     let index = BundleIndex::parse(&index_bytes, &origin)?;
     if index.to_canonical()? != index_bytes {
-        return Err(Error::invalid(&origin, "index.json is not in canonical form"));
+        return Err(Error::invalid(
+            &origin,
+            "index.json is not in canonical form",
+        ));
     }
     for id in index.chunk_ids() {
         if !seen.contains(id) && !store.contains(id) {
@@ -144,7 +158,10 @@ pub fn unpack_safe(reader: impl Read, dest: &Path, max_file: u64, max_total: u64
         if !t.is_file() {
             return Err(Error::invalid(&name, "unsupported tar entry type"));
         }
-        let size = entry.header().size().map_err(Error::io("read archive", dest))?;
+        let size = entry
+            .header()
+            .size()
+            .map_err(Error::io("read archive", dest))?;
         total = total.saturating_add(size);
         if size > max_file || total > max_total {
             return Err(Error::TooLarge {
@@ -162,7 +179,8 @@ pub fn unpack_safe(reader: impl Read, dest: &Path, max_file: u64, max_total: u64
             .create_new(true)
             .open(&target)
             .map_err(Error::io("create", &target))?;
-        let copied = std::io::copy(&mut (&mut entry).take(size), &mut out).map_err(Error::io("write", &target))?;
+        let copied = std::io::copy(&mut (&mut entry).take(size), &mut out)
+            .map_err(Error::io("write", &target))?;
         if copied != size {
             return Err(Error::Truncated {
                 what: name,

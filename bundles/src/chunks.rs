@@ -37,7 +37,8 @@ pub fn cut(data: &[u8]) -> Vec<(usize, usize)> {
 
 /// Compresses one plain chunk.
 pub fn seal(plain: &[u8]) -> Result<SealedChunk> {
-    let bytes = zstd::bulk::compress(plain, ZSTD_LEVEL).map_err(Error::io("compress chunk", "<memory>"))?;
+    let bytes =
+        zstd::bulk::compress(plain, ZSTD_LEVEL).map_err(Error::io("compress chunk", "<memory>"))?;
     Ok(SealedChunk {
         r#ref: ChunkRef {
             id: sha256_hex(&bytes),
@@ -75,11 +76,12 @@ pub fn open(r: &ChunkRef, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
     }
     out.clear();
     // Decompress with a hard cap of declared size + 1 so an oversized frame is detected.
-    let mut dec = zstd::stream::read::Decoder::with_buffer(stored).map_err(Error::io("open chunk", &r.id))?;
+    let mut dec =
+        zstd::stream::read::Decoder::with_buffer(stored).map_err(Error::io("open chunk", &r.id))?;
     let mut limited = (&mut dec).take(r.size + 1);
-    limited
-        .read_to_end(out)
-        .map_err(|e| Error::invalid(format!("chunk {}", r.id), format!("corrupt zstd data: {e}")))?;
+    limited.read_to_end(out).map_err(|e| {
+        Error::invalid(format!("chunk {}", r.id), format!("corrupt zstd data: {e}"))
+    })?;
     if out.len() as u64 > r.size {
         return Err(Error::DecompressionBomb {
             chunk: r.id.clone(),
@@ -155,7 +157,9 @@ impl ChunkStore {
             }
         })?;
         let mut buf = Vec::new();
-        f.take(max + 1).read_to_end(&mut buf).map_err(Error::io("read chunk", &path))?;
+        f.take(max + 1)
+            .read_to_end(&mut buf)
+            .map_err(Error::io("read chunk", &path))?;
         Ok(buf)
     }
 
@@ -167,7 +171,9 @@ impl ChunkStore {
         };
         for d in dirs {
             let d = d.map_err(Error::io("list", &self.root))?;
-            let Ok(files) = std::fs::read_dir(d.path()) else { continue };
+            let Ok(files) = std::fs::read_dir(d.path()) else {
+                continue;
+            };
             for f in files {
                 let f = f.map_err(Error::io("list", d.path()))?;
                 if let Some(id) = f.file_name().to_str().and_then(|n| n.strip_suffix(".zst")) {
@@ -195,8 +201,16 @@ mod tests {
         let mut bad = sealed.bytes.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert_eq!(open(&sealed.r#ref, &bad, &mut out).unwrap_err().kind(), "digest_mismatch");
-        assert_eq!(open(&sealed.r#ref, &sealed.bytes[..10], &mut out).unwrap_err().kind(), "truncated");
+        assert_eq!(
+            open(&sealed.r#ref, &bad, &mut out).unwrap_err().kind(),
+            "digest_mismatch"
+        );
+        assert_eq!(
+            open(&sealed.r#ref, &sealed.bytes[..10], &mut out)
+                .unwrap_err()
+                .kind(),
+            "truncated"
+        );
     }
 
     #[test]
@@ -206,18 +220,32 @@ mod tests {
         let mut lying = sealed.r#ref.clone();
         lying.size = 1000;
         let mut out = Vec::new();
-        assert_eq!(open(&lying, &sealed.bytes, &mut out).unwrap_err().kind(), "decompression_bomb");
+        assert_eq!(
+            open(&lying, &sealed.bytes, &mut out).unwrap_err().kind(),
+            "decompression_bomb"
+        );
         assert!(out.len() <= 1001);
     }
 
     #[test]
     fn cdc_boundaries_survive_an_insert() {
-        let mut data: Vec<u8> = (0..3_000_000u64).map(|i| ((i * 2654435761) >> 13) as u8).collect();
-        let before: std::collections::HashSet<_> =
-            cut(&data).into_iter().map(|(o, l)| sha256_hex(&data[o..o + l])).collect();
+        let mut data: Vec<u8> = (0..3_000_000u64)
+            .map(|i| ((i * 2654435761) >> 13) as u8)
+            .collect();
+        let before: std::collections::HashSet<_> = cut(&data)
+            .into_iter()
+            .map(|(o, l)| sha256_hex(&data[o..o + l]))
+            .collect();
         data.splice(1_000_000..1_000_000, [7u8; 100]);
-        let after: Vec<_> = cut(&data).into_iter().map(|(o, l)| sha256_hex(&data[o..o + l])).collect();
+        let after: Vec<_> = cut(&data)
+            .into_iter()
+            .map(|(o, l)| sha256_hex(&data[o..o + l]))
+            .collect();
         let shared = after.iter().filter(|h| before.contains(*h)).count();
-        assert!(shared + 3 >= after.len(), "only {shared} of {} chunks shared", after.len());
+        assert!(
+            shared + 3 >= after.len(),
+            "only {shared} of {} chunks shared",
+            after.len()
+        );
     }
 }

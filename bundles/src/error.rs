@@ -148,7 +148,9 @@ pub enum Error {
         path: String,
     },
     /// A device node, fifo or socket.
-    #[error("{path:?} is a device node, fifo or socket; only regular files and directories are allowed")]
+    #[error(
+        "{path:?} is a device node, fifo or socket; only regular files and directories are allowed"
+    )]
     DeviceNode {
         /// The offending path.
         path: String,
@@ -202,9 +204,16 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { action, path, source }
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
     }
 
     pub(crate) fn invalid(path: impl Into<String>, message: impl Into<String>) -> Error {

@@ -10,9 +10,13 @@ use std::path::{Component, Path, PathBuf};
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(Error::io("create temporary file in", dir))?;
-    tmp.write_all(bytes).map_err(Error::io("write", tmp.path()))?;
-    tmp.as_file().sync_all().map_err(Error::io("fsync", tmp.path()))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(Error::io("create temporary file in", dir))?;
+    tmp.write_all(bytes)
+        .map_err(Error::io("write", tmp.path()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(Error::io("fsync", tmp.path()))?;
     tmp.persist(path).map_err(|e| Error::Io {
         action: "rename into place",
         path: path.to_owned(),
@@ -38,13 +42,21 @@ pub fn safe_relative(raw: &str) -> Result<PathBuf> {
         return Err(Error::AbsolutePath { path: raw.into() });
     }
     if raw.contains('\\') || raw.contains('\0') {
-        return Err(Error::invalid(raw, "paths may not contain backslashes or NUL bytes"));
+        return Err(Error::invalid(
+            raw,
+            "paths may not contain backslashes or NUL bytes",
+        ));
     }
     let mut out = PathBuf::new();
     for part in raw.split('/') {
         match part {
             ".." => return Err(Error::PathTraversal { path: raw.into() }),
-            "" | "." => return Err(Error::invalid(raw, "paths may not contain empty or '.' components")),
+            "" | "." => {
+                return Err(Error::invalid(
+                    raw,
+                    "paths may not contain empty or '.' components",
+                ))
+            }
             _ => out.push(part),
         }
     }
@@ -72,7 +84,9 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
     create_private_dir(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("secret")
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("secret")
     ));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -92,10 +106,19 @@ mod tests {
 
     #[test]
     fn safe_relative_rejects_escapes() {
-        assert_eq!(safe_relative("a/b.json").unwrap(), PathBuf::from("a/b.json"));
+        assert_eq!(
+            safe_relative("a/b.json").unwrap(),
+            PathBuf::from("a/b.json")
+        );
         assert_eq!(safe_relative("../x").unwrap_err().kind(), "path_traversal");
-        assert_eq!(safe_relative("a/../../x").unwrap_err().kind(), "path_traversal");
-        assert_eq!(safe_relative("/etc/passwd").unwrap_err().kind(), "absolute_path");
+        assert_eq!(
+            safe_relative("a/../../x").unwrap_err().kind(),
+            "path_traversal"
+        );
+        assert_eq!(
+            safe_relative("/etc/passwd").unwrap_err().kind(),
+            "absolute_path"
+        );
         assert_eq!(safe_relative("a//b").unwrap_err().kind(), "invalid");
         assert_eq!(safe_relative("a\\b").unwrap_err().kind(), "invalid");
     }

@@ -149,29 +149,46 @@ impl BundleIndex {
         for e in &self.entries {
             safe_relative(&e.path)?;
             if !seen.insert(e.path.as_str()) {
-                return Err(Error::DuplicatePath { path: e.path.clone() });
+                return Err(Error::DuplicatePath {
+                    path: e.path.clone(),
+                });
             }
             if e.mode != 0o644 && e.mode != 0o755 {
-                return Err(Error::invalid(origin, format!("{}: mode {:o} is not 644 or 755", e.path, e.mode)));
+                return Err(Error::invalid(
+                    origin,
+                    format!("{}: mode {:o} is not 644 or 755", e.path, e.mode),
+                ));
             }
             let mut total = 0u64;
             for c in &e.chunks {
-                if c.size > MAX_CHUNK_SIZE || c.stored > MAX_CHUNK_SIZE + MAX_CHUNK_SIZE / 8 + 1024 {
+                if c.size > MAX_CHUNK_SIZE || c.stored > MAX_CHUNK_SIZE + MAX_CHUNK_SIZE / 8 + 1024
+                {
                     return Err(Error::TooLarge {
                         what: format!("chunk {} of {}", c.id, e.path),
                         size: c.size.max(c.stored),
                         max: MAX_CHUNK_SIZE,
                     });
                 }
-                if c.id.len() != 64 || !c.id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-                    return Err(Error::invalid(origin, format!("{}: chunk id {:?} is not a sha256 hex", e.path, c.id)));
+                if c.id.len() != 64
+                    || !c
+                        .id
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                {
+                    return Err(Error::invalid(
+                        origin,
+                        format!("{}: chunk id {:?} is not a sha256 hex", e.path, c.id),
+                    ));
                 }
                 total = total.saturating_add(c.size);
             }
             if total != e.size {
                 return Err(Error::invalid(
                     origin,
-                    format!("{}: chunks add up to {total} bytes but the entry declares {}", e.path, e.size),
+                    format!(
+                        "{}: chunks add up to {total} bytes but the entry declares {}",
+                        e.path, e.size
+                    ),
                 ));
             }
         }
@@ -180,7 +197,9 @@ impl BundleIndex {
             let mut prefix = e.path.as_str();
             while let Some((parent, _)) = prefix.rsplit_once('/') {
                 if seen.contains(parent) {
-                    return Err(Error::DuplicatePath { path: parent.to_string() });
+                    return Err(Error::DuplicatePath {
+                        path: parent.to_string(),
+                    });
                 }
                 prefix = parent;
             }
@@ -202,21 +221,29 @@ impl BundleIndex {
     }
 
     /// The TUF target name under which this bundle is published,
-    /// e.g. `pack/eu/reach-svhc/1.4.0.json`.
+    /// e.g. `pack_eu_reach-svhc_1.4.0.json`.
     pub fn target_name(&self) -> String {
         target_name(self.kind, &self.name, &self.version)
     }
 }
 
-/// The TUF target name for a bundle of `kind`, `name` and `version`.
+/// The TUF target name for a bundle of `kind`, `name` and `version`. Names are flat
+/// (no `/`): TUF clients disagree on where a consistent-snapshot hash goes in a
+/// nested name (tough prefixes the whole name, python-tuf the basename).
 pub fn target_name(kind: BundleKind, name: &str, version: &semver::Version) -> String {
-    format!("{}/{}/{}.json", kind.as_str(), name.trim_start_matches('@'), version)
+    format!(
+        "{}_{}_{}.json",
+        kind.as_str(),
+        name.trim_start_matches('@').replace('/', "_"),
+        version
+    )
 }
 
 /// Serialises `value` as canonical JSON (OLPC).
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, olpc_cjson::CanonicalFormatter::new());
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut out, olpc_cjson::CanonicalFormatter::new());
     value
         .serialize(&mut ser)
         .map_err(|e| Error::invalid("canonical json", e.to_string()))?;

@@ -11,7 +11,12 @@ use tough::schema::RoleType;
 use tough::sign::Sign;
 
 /// The four top-level TUF roles, in the order they are written.
-pub const ROLES: [RoleType; 4] = [RoleType::Root, RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp];
+pub const ROLES: [RoleType; 4] = [
+    RoleType::Root,
+    RoleType::Targets,
+    RoleType::Snapshot,
+    RoleType::Timestamp,
+];
 
 /// A directory of signing keys.
 #[derive(Debug, Clone)]
@@ -53,7 +58,8 @@ impl KeyDir {
         let doc = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng)
             .map_err(|_| Error::Keys("could not generate an ed25519 key".into()))?;
         let der = doc.as_ref().to_vec();
-        let pair = tough::sign::parse_keypair(&der).map_err(|e| Error::Keys(format!("generated key rejected: {e}")))?;
+        let pair = tough::sign::parse_keypair(&der)
+            .map_err(|e| Error::Keys(format!("generated key rejected: {e}")))?;
         let key = pair.tuf_key();
         let keyid = hex::encode(
             key.key_id()
@@ -74,7 +80,11 @@ impl KeyDir {
         };
         for ent in rd {
             let ent = ent.map_err(Error::io("list keys in", &dir))?;
-            if let Some(id) = ent.file_name().to_str().and_then(|n| n.strip_suffix(".pk8")) {
+            if let Some(id) = ent
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".pk8"))
+            {
                 out.insert(id.to_string());
             }
         }

@@ -42,7 +42,10 @@ impl Progress for () {
 /// Runs tough's async API to completion on a private current-thread runtime.
 /// Must not be called from inside an async context (use `spawn_blocking`).
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(f),
         Err(e) => panic!("cannot start a tokio runtime: {e}"),
     }

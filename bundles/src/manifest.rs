@@ -76,7 +76,8 @@ pub fn validate_scoped_name(name: &str, origin: &str) -> Result<()> {
     let ok_part = |s: &str| {
         !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
             && !s.starts_with('.')
     };
     match name.strip_prefix('@').and_then(|rest| rest.split_once('/')) {
@@ -93,7 +94,9 @@ pub fn validate_plain_name(name: &str, origin: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -131,7 +134,10 @@ impl ModelManifest {
             .map_err(|e| Error::invalid(origin, format!("not a valid model.json: {e}")))?;
         validate_plain_name(&m.name, origin)?;
         if !["embedding", "generation"].contains(&m.task.as_str()) {
-            return Err(Error::invalid(origin, "task must be \"embedding\" or \"generation\""));
+            return Err(Error::invalid(
+                origin,
+                "task must be \"embedding\" or \"generation\"",
+            ));
         }
         Ok(m)
     }
@@ -230,9 +236,15 @@ mod tests {
         let m = PackManifest::parse(good, "pack.json").unwrap();
         assert_eq!(m.pack_type, PackType::Logic);
         let unknown = br#"{"name":"@eu/x","version":"1.0.0","type":"logic","handler_vm_version":"^1","trust_tier":"verified","evil":1}"#;
-        assert_eq!(PackManifest::parse(unknown, "p").unwrap_err().kind(), "invalid");
+        assert_eq!(
+            PackManifest::parse(unknown, "p").unwrap_err().kind(),
+            "invalid"
+        );
         let bad_name = br#"{"name":"eu/x","version":"1.0.0","type":"logic","handler_vm_version":"^1","trust_tier":"verified"}"#;
-        assert!(PackManifest::parse(bad_name, "p").unwrap_err().to_string().contains("@scope/name"));
+        assert!(PackManifest::parse(bad_name, "p")
+            .unwrap_err()
+            .to_string()
+            .contains("@scope/name"));
     }
 
     #[test]

@@ -53,7 +53,8 @@ pub struct Inventory {
 impl Inventory {
     /// Parses an inventory file.
     pub fn parse(bytes: &[u8], origin: &str) -> Result<Self> {
-        let inv: Inventory = serde_json::from_slice(bytes).map_err(|e| Error::invalid(origin, format!("not a chunk inventory: {e}")))?;
+        let inv: Inventory = serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid(origin, format!("not a chunk inventory: {e}")))?;
         if inv.format != INVENTORY_FORMAT {
             return Err(Error::UnknownFormat {
                 what: origin.into(),
@@ -100,14 +101,25 @@ fn copy(from: &Path, to: &Path) -> Result<u64> {
 
 /// Writes a medium for `repo` at `to` (which must not exist yet). The medium is
 /// written beside it as `to.partial` and renamed into place when complete.
-pub fn export(repo_dir: &Path, to: &Path, opts: &ExportOptions, progress: &dyn Progress) -> Result<ExportReport> {
+pub fn export(
+    repo_dir: &Path,
+    to: &Path,
+    opts: &ExportOptions,
+    progress: &dyn Progress,
+) -> Result<ExportReport> {
     if to.exists() {
-        return Err(Error::invalid(to.display().to_string(), "already exists; export to a new directory"));
+        return Err(Error::invalid(
+            to.display().to_string(),
+            "already exists; export to a new directory",
+        ));
     }
     let recipients = opts
         .recipients
         .iter()
-        .map(|r| age::x25519::Recipient::from_str(r).map_err(|e| Error::invalid(format!("recipient {r}"), e.to_string())))
+        .map(|r| {
+            age::x25519::Recipient::from_str(r)
+                .map_err(|e| Error::invalid(format!("recipient {r}"), e.to_string()))
+        })
         .collect::<Result<Vec<_>>>()?;
     let loaded = repo::load(repo_dir)?;
     let src = Layout::new(repo_dir);
@@ -144,19 +156,32 @@ pub fn export(repo_dir: &Path, to: &Path, opts: &ExportOptions, progress: &dyn P
     let all = repo::published(&loaded)?;
     let selected: Vec<Published> = all
         .into_iter()
-        .filter(|p| opts.only.is_empty() || opts.only.iter().any(|o| *o == p.name || *o == p.target))
+        .filter(|p| {
+            opts.only.is_empty() || opts.only.iter().any(|o| *o == p.name || *o == p.target)
+        })
         .collect();
-    if let Some(missing) = opts.only.iter().find(|o| !selected.iter().any(|p| p.name == **o || p.target == **o)) {
-        return Err(Error::NotFound(format!("--only {missing}: no published bundle has that name or target")));
+    if let Some(missing) = opts
+        .only
+        .iter()
+        .find(|o| !selected.iter().any(|p| p.name == **o || p.target == **o))
+    {
+        return Err(Error::NotFound(format!(
+            "--only {missing}: no published bundle has that name or target"
+        )));
     }
     let mut needed = BTreeSet::new();
     for p in &selected {
         let index = repo::read_index(&loaded, p)?;
-        copy(&src.target_file(&p.target, p.sha256()), &dst.target_file(&p.target, p.sha256()))?;
+        copy(
+            &src.target_file(&p.target, p.sha256()),
+            &dst.target_file(&p.target, p.sha256()),
+        )?;
         needed.extend(index.chunk_ids().into_iter().map(str::to_string));
     }
     let have = opts.have.as_ref().map(|h| &h.chunks);
-    let (skip, copy_ids): (Vec<_>, Vec<_>) = needed.iter().partition(|id| have.is_some_and(|h| h.contains(*id)));
+    let (skip, copy_ids): (Vec<_>, Vec<_>) = needed
+        .iter()
+        .partition(|id| have.is_some_and(|h| h.contains(*id)));
     progress.set_len(copy_ids.len() as u64);
     let (src_chunks, dst_chunks) = (src.chunks(), dst.chunks());
     for id in &copy_ids {
@@ -199,7 +224,8 @@ pub fn export(repo_dir: &Path, to: &Path, opts: &ExportOptions, progress: &dyn P
 }
 
 fn write_info(dir: &Path, info: &MediumInfo) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(info).map_err(|e| Error::invalid("medium.json", e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(info)
+        .map_err(|e| Error::invalid("medium.json", e.to_string()))?;
     fsutil::atomic_write(&dir.join("medium.json"), &bytes)
 }
 
@@ -207,7 +233,9 @@ fn write_info(dir: &Path, info: &MediumInfo) -> Result<()> {
 pub fn dir_size(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for (_, path) in files_below(dir)? {
-        total += std::fs::metadata(&path).map_err(Error::io("stat", &path))?.len();
+        total += std::fs::metadata(&path)
+            .map_err(Error::io("stat", &path))?
+            .len();
     }
     Ok(total)
 }
@@ -220,7 +248,11 @@ fn files_below(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         for ent in std::fs::read_dir(&d).map_err(Error::io("list", &d))? {
             let ent = ent.map_err(Error::io("list", &d))?;
             let name = ent.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
             let ft = ent.file_type().map_err(Error::io("stat", ent.path()))?;
             if ft.is_dir() {
                 stack.push((ent.path(), rel));
@@ -234,11 +266,18 @@ fn files_below(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// Writes `plain` as a tar stream, age-encrypted to `recipients`, split into parts in `out`.
-fn encrypt_tree(plain: &Path, out: &Path, recipients: &[age::x25519::Recipient]) -> Result<Vec<String>> {
+fn encrypt_tree(
+    plain: &Path,
+    out: &Path,
+    recipients: &[age::x25519::Recipient],
+) -> Result<Vec<String>> {
     let splitter = PartWriter::new(out);
-    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
-        .map_err(|e| Error::invalid("recipients", e.to_string()))?;
-    let enc = encryptor.wrap_output(splitter).map_err(Error::io("encrypt to", out))?;
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| Error::invalid("recipients", e.to_string()))?;
+    let enc = encryptor
+        .wrap_output(splitter)
+        .map_err(Error::io("encrypt to", out))?;
     let mut tar = tar::Builder::new(enc);
     for (rel, path) in files_below(plain)? {
         let bytes = std::fs::read(&path).map_err(Error::io("read", &path))?;
@@ -276,7 +315,8 @@ impl PartWriter {
     }
 
     fn finish(mut self) -> Result<Vec<String>> {
-        self.close_current().map_err(Error::io("write", &self.dir))?;
+        self.close_current()
+            .map_err(Error::io("write", &self.dir))?;
         Ok(self.parts)
     }
 }
@@ -292,7 +332,10 @@ impl Write for PartWriter {
             self.written = 0;
         }
         let room = (PART_SIZE - self.written).min(buf.len() as u64) as usize;
-        let n = self.current.as_mut().map_or(Ok(0), |w| w.write(&buf[..room]))?;
+        let n = self
+            .current
+            .as_mut()
+            .map_or(Ok(0), |w| w.write(&buf[..room]))?;
         self.written += n as u64;
         Ok(n)
     }
@@ -304,21 +347,29 @@ impl Write for PartWriter {
 
 /// Reads `medium.json` and, for an encrypted medium, decrypts it into `scratch`
 /// with `identity`. Returns the directory holding the plain repository layout.
-pub fn open_medium(dir: &Path, identity: Option<&age::x25519::Identity>, scratch: &Path) -> Result<PathBuf> {
+pub fn open_medium(
+    dir: &Path,
+    identity: Option<&age::x25519::Identity>,
+    scratch: &Path,
+) -> Result<PathBuf> {
     let info_path = dir.join("medium.json");
     let md = std::fs::symlink_metadata(&info_path).map_err(|_| Error::Truncated {
         what: info_path.display().to_string(),
         detail: "not a medium (no medium.json); point at the directory `hub export` wrote".into(),
     })?;
     if md.len() > 1024 * 1024 || !md.is_file() {
-        return Err(Error::invalid(info_path.display().to_string(), "must be a small regular file"));
+        return Err(Error::invalid(
+            info_path.display().to_string(),
+            "must be a small regular file",
+        ));
     }
     let bytes = std::fs::read(&info_path).map_err(Error::io("read", &info_path))?;
     #[derive(Deserialize)]
     struct Head {
         format: String,
     }
-    let head: Head = serde_json::from_slice(&bytes).map_err(|e| Error::invalid(info_path.display().to_string(), e.to_string()))?;
+    let head: Head = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(info_path.display().to_string(), e.to_string()))?;
     if head.format != MEDIUM_FORMAT {
         return Err(Error::UnknownFormat {
             what: info_path.display().to_string(),
@@ -326,15 +377,20 @@ pub fn open_medium(dir: &Path, identity: Option<&age::x25519::Identity>, scratch
             expected: MEDIUM_FORMAT,
         });
     }
-    let info: MediumInfo = serde_json::from_slice(&bytes).map_err(|e| Error::invalid(info_path.display().to_string(), e.to_string()))?;
+    let info: MediumInfo = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(info_path.display().to_string(), e.to_string()))?;
     if !info.encrypted {
         return Ok(dir.to_path_buf());
     }
-    let identity = identity.ok_or_else(|| Error::NotForThisSpoke("no age identity available".into()))?;
+    let identity =
+        identity.ok_or_else(|| Error::NotForThisSpoke("no age identity available".into()))?;
     let mut readers: Vec<std::fs::File> = Vec::new();
     for (i, part) in info.parts.iter().enumerate() {
         if *part != format!("payload.{i:03}.age") {
-            return Err(Error::invalid(info_path.display().to_string(), format!("unexpected part name {part:?}")));
+            return Err(Error::invalid(
+                info_path.display().to_string(),
+                format!("unexpected part name {part:?}"),
+            ));
         }
         let p = dir.join(part);
         readers.push(std::fs::File::open(&p).map_err(|e| Error::Truncated {
@@ -344,13 +400,21 @@ pub fn open_medium(dir: &Path, identity: Option<&age::x25519::Identity>, scratch
     }
     let chained = readers
         .into_iter()
-        .fold(Box::new(std::io::empty()) as Box<dyn Read>, |acc, f| Box::new(acc.chain(std::io::BufReader::new(f))));
-    let decryptor = age::Decryptor::new(chained).map_err(|e| Error::invalid("encrypted medium", e.to_string()))?;
+        .fold(Box::new(std::io::empty()) as Box<dyn Read>, |acc, f| {
+            Box::new(acc.chain(std::io::BufReader::new(f)))
+        });
+    let decryptor = age::Decryptor::new(chained)
+        .map_err(|e| Error::invalid("encrypted medium", e.to_string()))?;
     let reader = decryptor
         .decrypt(std::iter::once(identity as &dyn age::Identity))
         .map_err(|e| Error::NotForThisSpoke(e.to_string()))?;
     let out = scratch.join("medium");
     std::fs::create_dir_all(&out).map_err(Error::io("create", &out))?;
-    unpack_safe(reader, &out, 2 * crate::index::MAX_CHUNK_SIZE + crate::index::MAX_INDEX_SIZE, MAX_MEDIUM_SIZE)?;
+    unpack_safe(
+        reader,
+        &out,
+        2 * crate::index::MAX_CHUNK_SIZE + crate::index::MAX_INDEX_SIZE,
+        MAX_MEDIUM_SIZE,
+    )?;
     Ok(out)
 }

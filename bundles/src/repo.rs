@@ -6,8 +6,8 @@
 //! Writes are staged and then renamed into place, `timestamp.json` last, so a
 //! reader sees the old repository or the new one.
 
-use crate::bundle_file::{read_bundle_file, StagedBundle};
 use crate::build::ResolvedPack;
+use crate::bundle_file::{read_bundle_file, StagedBundle};
 use crate::chunks::ChunkStore;
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use tough::editor::signed::SignedRole;
 use tough::editor::RepositoryEditor;
 use tough::schema::{Hashes, KeyHolder, RoleKeys, RoleType, Root, Signed, Target};
-use tough::{ExpirationEnforcement, FilesystemTransport, IntoVec, Repository, RepositoryLoader, TargetName};
+use tough::{
+    ExpirationEnforcement, FilesystemTransport, IntoVec, Repository, RepositoryLoader, TargetName,
+};
 
 /// Paths inside a repository or medium.
 #[derive(Debug, Clone)]
@@ -51,10 +53,10 @@ impl Layout {
     pub fn chunks(&self) -> ChunkStore {
         ChunkStore::new(self.root.join("chunks"))
     }
-    /// Where a target file lives under consistent snapshots: `targets/DIR/HASH.BASENAME`.
+    /// Where a (flat) target file lives under consistent snapshots: `targets/HASH.NAME`.
     pub fn target_file(&self, name: &str, sha256_hex: &str) -> PathBuf {
-        let (dir, base) = name.rsplit_once('/').unwrap_or(("", name));
-        self.targets().join(dir).join(format!("{sha256_hex}.{base}"))
+        self.targets()
+            .join(format!("{sha256_hex}.{}", name.replace('/', "_")))
     }
 }
 
@@ -137,7 +139,10 @@ impl Published {
         let sha = hex::encode(t.hashes.sha256.as_ref() as &[u8]);
         let cid = s("cid")?;
         if cid != format!("sha256:{sha}") {
-            return Err(Error::invalid(name, "target custom cid does not match its sha256"));
+            return Err(Error::invalid(
+                name,
+                "target custom cid does not match its sha256",
+            ));
         }
         Ok(Published {
             target: name.to_string(),
@@ -183,8 +188,16 @@ pub fn init(repo: &Path, keys: &KeyDir, opts: &InitOptions) -> Result<Vec<(Strin
     };
     let mut created = Vec::new();
     for role in ROLES {
-        let n = if role == RoleType::Root { opts.root_keys } else { 1 };
-        let threshold = if role == RoleType::Root { opts.root_threshold } else { 1 };
+        let n = if role == RoleType::Root {
+            opts.root_keys
+        } else {
+            1
+        };
+        let threshold = if role == RoleType::Root {
+            opts.root_threshold
+        } else {
+            1
+        };
         let mut keyids = Vec::new();
         for _ in 0..n {
             let (id, key) = keys.generate(role)?;
@@ -202,12 +215,18 @@ pub fn init(repo: &Path, keys: &KeyDir, opts: &InitOptions) -> Result<Vec<(Strin
             },
         );
     }
-    let staging = tempfile::tempdir_in(ensure_dir(repo)?).map_err(Error::io("create staging directory in", repo))?;
+    let staging = tempfile::tempdir_in(ensure_dir(repo)?)
+        .map_err(Error::io("create staging directory in", repo))?;
     let sources = keys.sources()?;
     let signed_root = block_on(async {
-        SignedRole::new(root.clone(), &KeyHolder::Root(root), &sources, &aws_lc_rs::rand::SystemRandom::new())
-            .await
-            .map_err(|e| Error::Keys(e.to_string()))
+        SignedRole::new(
+            root.clone(),
+            &KeyHolder::Root(root),
+            &sources,
+            &aws_lc_rs::rand::SystemRandom::new(),
+        )
+        .await
+        .map_err(|e| Error::Keys(e.to_string()))
     })?;
     let root_path = staging.path().join("1.root.json");
     fsutil::atomic_write(&root_path, signed_root.buffer())?;
@@ -240,7 +259,13 @@ fn sign_err(e: tough::error::Error) -> Error {
     }
 }
 
-fn set_versions(editor: &mut RepositoryEditor, targets: u64, snapshot: u64, timestamp: u64, exp: &Expiries) -> Result<()> {
+fn set_versions(
+    editor: &mut RepositoryEditor,
+    targets: u64,
+    snapshot: u64,
+    timestamp: u64,
+    exp: &Expiries,
+) -> Result<()> {
     editor
         .targets_version(nz(targets))
         .map_err(meta_err)?
@@ -264,16 +289,20 @@ fn commit_metadata(staging: &Path, layout: &Layout) -> Result<()> {
         .filter(|n| n.ends_with(".json"))
         .collect();
     names.sort_by_key(|n| (n == "timestamp.json", n.clone()));
-    let mut newest_root: Option<(u64, String)> = None;
+    let newest_root = names
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n.strip_suffix(".root.json")?.parse::<u64>().ok()?,
+                n.clone(),
+            ))
+        })
+        .max();
     for n in &names {
-        if let Some(v) = n.strip_suffix(".root.json").and_then(|v| v.parse::<u64>().ok()) {
-            if newest_root.as_ref().is_none_or(|(old, _)| v > *old) {
-                newest_root = Some((v, n.clone()));
-            }
-        }
         if n == "timestamp.json" {
             if let Some((_, root)) = &newest_root {
-                let bytes = std::fs::read(staging.join(root)).map_err(Error::io("read", staging.join(root)))?;
+                let bytes =
+                    std::fs::read(meta.join(root)).map_err(Error::io("read", meta.join(root)))?;
                 fsutil::atomic_write(&meta.join("root.json"), &bytes)?;
             }
         }
@@ -291,7 +320,10 @@ pub fn load(repo: &Path) -> Result<Repository> {
     let root_path = layout.metadata().join("root.json");
     let root = std::fs::read(&root_path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::NotFound(format!("{} is not a repository (no metadata/root.json); run `hub init` first", repo.display()))
+            Error::NotFound(format!(
+                "{} is not a repository (no metadata/root.json); run `hub init` first",
+                repo.display()
+            ))
         } else {
             Error::Io {
                 action: "read",
@@ -315,8 +347,12 @@ pub fn load(repo: &Path) -> Result<Repository> {
 /// A `file://` URL for a directory (with a trailing slash).
 pub fn dir_url(dir: &Path) -> Result<url::Url> {
     let abs = std::path::absolute(dir).map_err(Error::io("resolve", dir))?;
-    url::Url::from_directory_path(&abs)
-        .map_err(|_| Error::invalid(abs.display().to_string(), "cannot be expressed as a file URL"))
+    url::Url::from_directory_path(&abs).map_err(|_| {
+        Error::invalid(
+            abs.display().to_string(),
+            "cannot be expressed as a file URL",
+        )
+    })
 }
 
 /// Every bundle the signed targets metadata lists, sorted by target name.
@@ -332,7 +368,13 @@ pub fn published(repo: &Repository) -> Result<Vec<Published>> {
 }
 
 /// Adds bundle files to the repository and re-signs targets, snapshot and timestamp.
-pub fn publish(repo: &Path, keys: &KeyDir, files: &[PathBuf], exp: &Expiries, progress: &dyn Progress) -> Result<Vec<Published>> {
+pub fn publish(
+    repo: &Path,
+    keys: &KeyDir,
+    files: &[PathBuf],
+    exp: &Expiries,
+    progress: &dyn Progress,
+) -> Result<Vec<Published>> {
     keys.check_outside(repo)?;
     let layout = Layout::new(repo);
     let loaded = load(repo)?;
@@ -361,9 +403,16 @@ pub fn publish(repo: &Path, keys: &KeyDir, files: &[PathBuf], exp: &Expiries, pr
     }
     resign(&layout, keys, loaded, None, exp, |editor| {
         for p in &added {
-            let sha = hex::decode(p.sha256()).map_err(|e| Error::invalid(&p.target, e.to_string()))?;
+            let sha =
+                hex::decode(p.sha256()).map_err(|e| Error::invalid(&p.target, e.to_string()))?;
             let mut custom = HashMap::new();
-            for (k, v) in [("kind", p.kind.as_str()), ("name", &p.name), ("version", &p.version), ("cid", &p.cid), ("published", &p.published)] {
+            for (k, v) in [
+                ("kind", p.kind.as_str()),
+                ("name", &p.name),
+                ("version", &p.version),
+                ("cid", &p.cid),
+                ("published", &p.published),
+            ] {
                 custom.insert(k.to_string(), serde_json::Value::String(v.to_string()));
             }
             let target = Target {
@@ -375,7 +424,8 @@ pub fn publish(repo: &Path, keys: &KeyDir, files: &[PathBuf], exp: &Expiries, pr
                 custom,
                 _extra: HashMap::new(),
             };
-            let tn = TargetName::new(p.target.clone()).map_err(|e| Error::invalid(&p.target, e.to_string()))?;
+            let tn = TargetName::new(p.target.clone())
+                .map_err(|e| Error::invalid(&p.target, e.to_string()))?;
             editor.add_target(tn, target).map_err(meta_err)?;
         }
         Ok(())
@@ -396,14 +446,17 @@ fn resign(
     let tv = loaded.targets().signed.version.get() + 1;
     let sv = loaded.snapshot().signed.version.get() + 1;
     let ts = loaded.timestamp().signed.version.get() + 1;
-    let staging = tempfile::tempdir_in(layout.root()).map_err(Error::io("create staging directory in", layout.root()))?;
+    let staging = tempfile::tempdir_in(layout.root())
+        .map_err(Error::io("create staging directory in", layout.root()))?;
     let root_path = match new_root {
         Some(p) => p.to_path_buf(),
         None => layout.metadata().join("root.json"),
     };
     let sources = keys.sources()?;
     block_on(async {
-        let mut editor = RepositoryEditor::from_repo(&root_path, loaded).await.map_err(meta_err)?;
+        let mut editor = RepositoryEditor::from_repo(&root_path, loaded)
+            .await
+            .map_err(meta_err)?;
         edit(&mut editor)?;
         set_versions(&mut editor, tv, sv, ts, exp)?;
         let signed = editor.sign(&sources).await.map_err(sign_err)?;
@@ -413,7 +466,11 @@ fn resign(
     if new_root.is_none() {
         for ent in std::fs::read_dir(staging.path()).map_err(Error::io("list", staging.path()))? {
             let ent = ent.map_err(Error::io("list", staging.path()))?;
-            if ent.file_name().to_str().is_some_and(|n| n.ends_with(".root.json")) {
+            if ent
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(".root.json"))
+            {
                 std::fs::remove_file(ent.path()).map_err(Error::io("remove", ent.path()))?;
             }
         }
@@ -448,16 +505,31 @@ pub fn rotate_key(repo: &Path, keys: &KeyDir, role: RoleType, exp: &Expiries) ->
     let current: Vec<String> = new
         .roles
         .get(&role)
-        .map(|rk| rk.keyids.iter().map(|k| hex::encode(k.as_ref() as &[u8])).collect())
+        .map(|rk| {
+            rk.keyids
+                .iter()
+                .map(|k| hex::encode(k.as_ref() as &[u8]))
+                .collect()
+        })
         .unwrap_or_default();
-    let lost: Vec<String> = current.iter().filter(|k| !present.contains(*k)).cloned().collect();
-    let replace = if lost.is_empty() { current.clone() } else { lost };
+    let lost: Vec<String> = current
+        .iter()
+        .filter(|k| !present.contains(*k))
+        .cloned()
+        .collect();
+    let replace = if lost.is_empty() {
+        current.clone()
+    } else {
+        lost
+    };
     let mut added = Vec::new();
     let role_keys = new
         .roles
         .get_mut(&role)
         .ok_or_else(|| Error::Keys(format!("the root has no {role} role")))?;
-    role_keys.keyids.retain(|k| !replace.contains(&hex::encode(k.as_ref() as &[u8])));
+    role_keys
+        .keyids
+        .retain(|k| !replace.contains(&hex::encode(k.as_ref() as &[u8])));
     let mut fresh = Vec::new();
     for _ in 0..replace.len() {
         let (id, key) = keys.generate(role)?;
@@ -469,7 +541,11 @@ pub fn rotate_key(repo: &Path, keys: &KeyDir, role: RoleType, exp: &Expiries) ->
         role_keys.keyids.push(decoded.clone());
         new.keys.insert(decoded, key);
     }
-    let still_used: std::collections::HashSet<_> = new.roles.values().flat_map(|rk| rk.keyids.iter().cloned()).collect();
+    let still_used: std::collections::HashSet<_> = new
+        .roles
+        .values()
+        .flat_map(|rk| rk.keyids.iter().cloned())
+        .collect();
     new.keys.retain(|k, _| still_used.contains(k));
 
     let sources = keys.sources()?;
@@ -478,23 +554,33 @@ pub fn rotate_key(repo: &Path, keys: &KeyDir, role: RoleType, exp: &Expiries) ->
         let by_new = SignedRole::new(new.clone(), &KeyHolder::Root(new.clone()), &sources, &rng)
             .await
             .map_err(sign_err)?;
-        let by_old = SignedRole::new(new.clone(), &KeyHolder::Root(old.signed.clone()), &sources, &rng)
-            .await
-            .map_err(sign_err)?;
+        let by_old = SignedRole::new(
+            new.clone(),
+            &KeyHolder::Root(old.signed.clone()),
+            &sources,
+            &rng,
+        )
+        .await
+        .map_err(sign_err)?;
         by_new
             .add_old_signatures(by_old.signed().signatures.clone())
             .map_err(meta_err)
     })?;
     for (which, trusted) in [("old", &old.signed), ("new", &new)] {
         if trusted.verify_role(signed.signed()).is_err() {
-            let threshold = trusted.roles.get(&RoleType::Root).map(|r| r.threshold.get()).unwrap_or(1);
+            let threshold = trusted
+                .roles
+                .get(&RoleType::Root)
+                .map(|r| r.threshold.get())
+                .unwrap_or(1);
             return Err(Error::Keys(format!(
                 "the new root needs {threshold} signature(s) from the {which} root keys, but the key directory {} does not hold enough of them",
                 keys.path().display()
             )));
         }
     }
-    let staging = tempfile::tempdir_in(repo).map_err(Error::io("create staging directory in", repo))?;
+    let staging =
+        tempfile::tempdir_in(repo).map_err(Error::io("create staging directory in", repo))?;
     let root_file = staging.path().join(format!("{}.root.json", new.version));
     fsutil::atomic_write(&root_file, signed.buffer())?;
     resign(&layout, keys, loaded, Some(&root_file), exp, |_| Ok(()))?;
@@ -554,12 +640,16 @@ pub fn resolve_product(repo: &Repository, manifest: &ProductManifest) -> Result<
 
 /// Reads and verifies a published index from the hub's own repository.
 pub fn read_index(repo: &Repository, p: &Published) -> Result<crate::index::BundleIndex> {
-    let tn = TargetName::new(p.target.clone()).map_err(|e| Error::invalid(&p.target, e.to_string()))?;
+    let tn =
+        TargetName::new(p.target.clone()).map_err(|e| Error::invalid(&p.target, e.to_string()))?;
     let bytes = block_on(async {
         let stream = repo.read_target(&tn).await.map_err(meta_err)?;
         match stream {
             Some(s) => s.into_vec().await.map_err(meta_err),
-            None => Err(Error::NotFound(format!("target {} is listed but missing", p.target))),
+            None => Err(Error::NotFound(format!(
+                "target {} is listed but missing",
+                p.target
+            ))),
         }
     })?;
     crate::index::BundleIndex::parse(&bytes, &p.target)

@@ -52,11 +52,15 @@ impl TrustState {
             return Err(err);
         }
         if root.signed.verify_role(&root).is_err() {
-            return Err(Error::invalid(origin, "the root does not verify against itself"));
+            return Err(Error::invalid(
+                origin,
+                "the root does not verify against itself",
+            ));
         }
         Ok(TrustState {
             format: TRUST_FORMAT.into(),
-            root: serde_json::from_slice(bytes).map_err(|e| Error::invalid(origin, e.to_string()))?,
+            root: serde_json::from_slice(bytes)
+                .map_err(|e| Error::invalid(origin, e.to_string()))?,
             timestamp: None,
             snapshot: None,
             targets: None,
@@ -72,7 +76,8 @@ impl TrustState {
         struct Head {
             format: String,
         }
-        let head: Head = serde_json::from_slice(&bytes).map_err(|e| Error::invalid(&origin, e.to_string()))?;
+        let head: Head =
+            serde_json::from_slice(&bytes).map_err(|e| Error::invalid(&origin, e.to_string()))?;
         if head.format != TRUST_FORMAT {
             return Err(Error::UnknownFormat {
                 what: origin,
@@ -85,13 +90,15 @@ impl TrustState {
 
     /// Writes the trust state atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::invalid("trust state", e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::invalid("trust state", e.to_string()))?;
         fsutil::atomic_write(path, &bytes)
     }
 
     /// The trusted root.
     pub fn root(&self) -> Result<Signed<Root>> {
-        serde_json::from_value(self.root.clone()).map_err(|e| Error::invalid("trusted root", e.to_string()))
+        serde_json::from_value(self.root.clone())
+            .map_err(|e| Error::invalid("trusted root", e.to_string()))
     }
 }
 
@@ -156,14 +163,21 @@ pub fn verify_repository(dir: &Path, trust: &TrustState, policy: &Policy) -> Res
             detail: "not a repository or medium (missing metadata)".into(),
         });
     }
-    let datastore = tempfile::tempdir().map_err(Error::io("create datastore", std::env::temp_dir()))?;
-    for (name, v) in [("timestamp.json", &trust.timestamp), ("snapshot.json", &trust.snapshot), ("targets.json", &trust.targets)] {
+    let datastore =
+        tempfile::tempdir().map_err(Error::io("create datastore", std::env::temp_dir()))?;
+    for (name, v) in [
+        ("timestamp.json", &trust.timestamp),
+        ("snapshot.json", &trust.snapshot),
+        ("targets.json", &trust.targets),
+    ] {
         if let Some(v) = v {
             let bytes = serde_json::to_vec(v).map_err(|e| Error::invalid(name, e.to_string()))?;
-            std::fs::write(datastore.path().join(name), bytes).map_err(Error::io("write", datastore.path()))?;
+            std::fs::write(datastore.path().join(name), bytes)
+                .map_err(Error::io("write", datastore.path()))?;
         }
     }
-    let root_bytes = serde_json::to_vec(&trust.root).map_err(|e| Error::invalid("trusted root", e.to_string()))?;
+    let root_bytes = serde_json::to_vec(&trust.root)
+        .map_err(|e| Error::invalid("trusted root", e.to_string()))?;
     let meta_url = dir_url(&layout.metadata())?;
     let targets_url = dir_url(&layout.targets())?;
     let limits = Limits {
@@ -191,9 +205,16 @@ pub fn verify_repository(dir: &Path, trust: &TrustState, policy: &Policy) -> Res
         .iter()
         .filter_map(|b| b.published.parse::<jiff::Timestamp>().ok())
         .max();
-    let trusted_now = [Some(jiff::Timestamp::now()), trust.clock_floor].into_iter().flatten().max().unwrap_or_else(jiff::Timestamp::now);
+    let trusted_now = [Some(jiff::Timestamp::now()), trust.clock_floor]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or_else(jiff::Timestamp::now);
     check_expiry(&repo, trusted_now, policy)?;
-    let clock_floor = [trust.clock_floor, newest_publication].into_iter().flatten().max();
+    let clock_floor = [trust.clock_floor, newest_publication]
+        .into_iter()
+        .flatten()
+        .max();
     let new_state = TrustState {
         format: TRUST_FORMAT.into(),
         root: role_value(repo.root())?,
@@ -238,8 +259,11 @@ fn check_expiry(repo: &Repository, now: jiff::Timestamp, policy: &Policy) -> Res
 fn classify(e: tough::error::Error, layout: &Layout, trust: &TrustState) -> Error {
     use tough::error::Error as T;
     match e {
-        T::VerifyMetadata { role, .. } => diagnose_signatures(layout, trust, role).unwrap_or_else(|| Error::Metadata(format!("{role} metadata failed verification"))),
-        T::VerifyTrustedMetadata { .. } => Error::Metadata("the spoke's trusted root does not verify; re-initialise its trust".into()),
+        T::VerifyMetadata { role, .. } => diagnose_signatures(layout, trust, role)
+            .unwrap_or_else(|| Error::Metadata(format!("{role} metadata failed verification"))),
+        T::VerifyTrustedMetadata { .. } => Error::Metadata(
+            "the spoke's trusted root does not verify; re-initialise its trust".into(),
+        ),
         T::OlderMetadata {
             role,
             current_version,
@@ -251,7 +275,9 @@ fn classify(e: tough::error::Error, layout: &Layout, trust: &TrustState) -> Erro
             offered: new_version,
         },
         T::OlderSnapshotInTimestamp {
-            snapshot_new, snapshot_old, ..
+            snapshot_new,
+            snapshot_old,
+            ..
         } => Error::Rollback {
             role: "snapshot".into(),
             trusted: snapshot_old,
@@ -273,8 +299,14 @@ fn classify(e: tough::error::Error, layout: &Layout, trust: &TrustState) -> Erro
         | T::SnapshotRoleMissing { .. }
         | T::SnapshotTargetsMetaMissing { .. }
         | T::TimestampMetaLength { .. }
-        | T::MissingSnapshotMeta { .. }) => Error::MixAndMatch { detail: e.to_string() },
-        T::MaxSizeExceeded { max_size, specifier, .. } => Error::TooLarge {
+        | T::MissingSnapshotMeta { .. }) => Error::MixAndMatch {
+            detail: e.to_string(),
+        },
+        T::MaxSizeExceeded {
+            max_size,
+            specifier,
+            ..
+        } => Error::TooLarge {
             what: format!("metadata ({specifier})"),
             size: max_size + 1,
             max: max_size,
@@ -288,7 +320,9 @@ fn classify(e: tough::error::Error, layout: &Layout, trust: &TrustState) -> Erro
             what: url.to_string(),
             detail: source.to_string(),
         },
-        T::ParseMetadata { role, source, .. } => Error::invalid(format!("{role} metadata"), source.to_string()),
+        T::ParseMetadata { role, source, .. } => {
+            Error::invalid(format!("{role} metadata"), source.to_string())
+        }
         other => Error::Metadata(other.to_string()),
     }
 }
@@ -303,9 +337,13 @@ fn diagnose_signatures(layout: &Layout, trust: &TrustState, role: RoleType) -> O
     let mut root = trust.root().ok()?;
     loop {
         let next = format!("{}.root.json", root.signed.version.get() + 1);
-        let Some(new) = read_meta::<Root>(layout, &next) else { break };
+        let Some(new) = read_meta::<Root>(layout, &next) else {
+            break;
+        };
         if role == RoleType::Root {
-            if let Some(err) = judge(&root.signed, &new, RoleType::Root).or_else(|| judge(&new.signed, &new, RoleType::Root)) {
+            if let Some(err) = judge(&root.signed, &new, RoleType::Root)
+                .or_else(|| judge(&new.signed, &new, RoleType::Root))
+            {
                 return Some(err);
             }
         }
@@ -325,7 +363,11 @@ fn diagnose_signatures(layout: &Layout, trust: &TrustState, role: RoleType) -> O
     judge(&root.signed, &targets, role)
 }
 
-fn judge<T: Role + Serialize + Clone>(root: &Root, signed: &Signed<T>, role: RoleType) -> Option<Error> {
+fn judge<T: Role + Serialize + Clone>(
+    root: &Root,
+    signed: &Signed<T>,
+    role: RoleType,
+) -> Option<Error> {
     let keys = root.roles.get(&role)?;
     // tough verifies signatures only through `verify_role`, so check each signature
     // alone against a copy of the root that asks for exactly that one key.
@@ -349,7 +391,11 @@ fn judge<T: Role + Serialize + Clone>(root: &Root, signed: &Signed<T>, role: Rol
     let mut unknown = None;
     for sig in &signed.signatures {
         let keyid = hex::encode(sig.keyid.as_ref() as &[u8]);
-        match root.keys.get(&sig.keyid).filter(|_| keys.keyids.contains(&sig.keyid)) {
+        match root
+            .keys
+            .get(&sig.keyid)
+            .filter(|_| keys.keyids.contains(&sig.keyid))
+        {
             None => unknown = unknown.or(Some(keyid)),
             Some(_) if verifies_alone(sig) => valid += 1,
             Some(_) => {
@@ -396,7 +442,9 @@ impl Verified {
         })?;
         let cap = p.length.min(MAX_INDEX_SIZE);
         let mut bytes = Vec::new();
-        f.take(cap + 1).read_to_end(&mut bytes).map_err(Error::io("read", &path))?;
+        f.take(cap + 1)
+            .read_to_end(&mut bytes)
+            .map_err(Error::io("read", &path))?;
         if bytes.len() as u64 > p.length || p.length > MAX_INDEX_SIZE {
             return Err(Error::TooLarge {
                 what: format!("index {}", p.target),
@@ -421,7 +469,13 @@ impl Verified {
         let index = BundleIndex::parse(&bytes, &p.target)?;
         if index.kind != p.kind || index.name != p.name || index.version.to_string() != p.version {
             return Err(Error::MixAndMatch {
-                detail: format!("index {} describes {} {} {}", p.target, index.kind.as_str(), index.name, index.version),
+                detail: format!(
+                    "index {} describes {} {} {}",
+                    p.target,
+                    index.kind.as_str(),
+                    index.name,
+                    index.version
+                ),
             });
         }
         Ok((index, bytes))
@@ -505,7 +559,8 @@ pub fn assemble(
         file.sync_all().map_err(Error::io("fsync", &path))?;
         if entry.mode == 0o755 {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(Error::io("chmod", &path))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .map_err(Error::io("chmod", &path))?;
         }
     }
     Ok(())

@@ -1,1 +1,40 @@
-//! placeholder
+//! The spoke's command line: wires the agent, the appliance stores and the
+//! spoke identity together. `main.rs` only parses arguments and calls [`run`].
+
+pub mod cli;
+mod identity;
+
+pub use cli::{run, Cli};
+
+/// The spoke command line's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// From the agent (import, verification).
+    #[error(transparent)]
+    Agent(#[from] agent::Error),
+    /// From the bundle layer.
+    #[error(transparent)]
+    Bundles(#[from] bundles::Error),
+    /// From the appliance stores.
+    #[error(transparent)]
+    Appliance(#[from] appliance::Error),
+    /// Identity files.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// Bad command-line input.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// A stable machine-readable name for this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Agent(e) => e.kind(),
+            Error::Bundles(e) => e.kind(),
+            Error::Appliance(_) => "store",
+            Error::Identity(_) => "identity",
+            Error::Usage(_) => "usage",
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! The `hub` command line.
+
+use crate::Error;
+use bundles::build::{self, BuildOptions};
+use bundles::keys::KeyDir;
+use bundles::medium::{self, ExportOptions, Inventory};
+use bundles::repo::{self, Expiries, InitOptions};
+use bundles::Progress;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Builds and signs bundles, publishes them as a TUF repository, exports media.
+#[derive(Debug, Parser)]
+#[command(name = "hub", version, about)]
+pub struct Cli {
+    /// Print results (and errors) as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Metadata lifetimes.
+#[derive(Debug, clap::Args)]
+pub struct ExpiryArgs {
+    /// Days root.json stays valid.
+    #[arg(long, default_value_t = 365)]
+    pub root_expires_days: i64,
+    /// Days targets.json stays valid.
+    #[arg(long, default_value_t = 90)]
+    pub targets_expires_days: i64,
+    /// Days snapshot.json stays valid.
+    #[arg(long, default_value_t = 90)]
+    pub snapshot_expires_days: i64,
+    /// Days timestamp.json stays valid (spokes add a grace period for media).
+    #[arg(long, default_value_t = 7)]
+    pub timestamp_expires_days: i64,
+}
+
+impl ExpiryArgs {
+    fn expiries(&self) -> Expiries {
+        Expiries {
+            root_days: self.root_expires_days,
+            targets_days: self.targets_expires_days,
+            snapshot_days: self.snapshot_expires_days,
+            timestamp_days: self.timestamp_expires_days,
+        }
+    }
+}
+
+/// Hub subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new signed repository and its keys.
+    Init {
+        /// Repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Key directory (outside the repository; files are written 0600).
+        #[arg(long)]
+        keys: PathBuf,
+        /// Number of root keys.
+        #[arg(long, default_value_t = 1)]
+        root_keys: u64,
+        /// Root signatures required (k of n).
+        #[arg(long, default_value_t = 1)]
+        root_threshold: u64,
+        #[command(flatten)]
+        expiry: ExpiryArgs,
+    },
+    /// Build pack bundles.
+    Pack {
+        #[command(subcommand)]
+        command: BuildCommand,
+    },
+    /// Build model bundles.
+    Model {
+        #[command(subcommand)]
+        command: BuildCommand,
+    },
+    /// Build product bundles.
+    Product {
+        #[command(subcommand)]
+        command: ProductCommand,
+    },
+    /// Build OS bundles.
+    Os {
+        #[command(subcommand)]
+        command: OsCommand,
+    },
+    /// Add bundle files to the repository and re-sign.
+    Publish {
+        /// Repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Key directory.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Bundle files made by `hub … build`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        expiry: ExpiryArgs,
+    },
+    /// List what the repository publishes.
+    List {
+        /// Repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+    },
+    /// Replace the keys of a role; the new root is signed by old and new root keys.
+    RotateKey {
+        /// Repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Key directory.
+        #[arg(long)]
+        keys: PathBuf,
+        /// root, targets, snapshot or timestamp.
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        expiry: ExpiryArgs,
+    },
+    /// Write a self-contained sneakernet medium.
+    Export {
+        /// Repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Medium directory to create (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+        /// Only these bundles (by name or target); repeatable.
+        #[arg(long)]
+        only: Vec<String>,
+        /// A spoke's chunk inventory: leave out the chunks it has (offline delta).
+        #[arg(long)]
+        have: Option<PathBuf>,
+        /// Encrypt to this age recipient (a spoke's `spoke identity`); repeatable.
+        #[arg(long)]
+        recipient: Vec<String>,
+    },
+    /// Serve the repository read-only (GET/HEAD) for pull sync.
+    Serve {
+        /// Repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        addr: std::net::SocketAddr,
+        /// PEM certificate chain for HTTPS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for HTTPS.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Check a repository or medium exactly as a spoke would.
+    Verify {
+        /// Repository or medium directory.
+        path: PathBuf,
+        /// Trusted root to start from (default: the path's own 1.root.json).
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// age identity file, for an encrypted medium.
+        #[arg(long)]
+        identity: Option<PathBuf>,
+    },
+}
+
+/// `hub pack build` / `hub model build`.
+#[derive(Debug, Subcommand)]
+pub enum BuildCommand {
+    /// Build a bundle from a source directory.
+    Build {
+        /// Source directory (with pack.json or model.json).
+        src: PathBuf,
+        /// Bundle file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `hub product build`.
+#[derive(Debug, Subcommand)]
+pub enum ProductCommand {
+    /// Build a product bundle, pinning pack ranges to published CIDs.
+    Build {
+        /// Product manifest (YAML).
+        manifest: PathBuf,
+        /// Repository whose published packs resolve the ranges.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Bundle file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `hub os build`.
+#[derive(Debug, Subcommand)]
+pub enum OsCommand {
+    /// Build an OS bundle from a unified kernel image.
+    Build {
+        /// The UKI file.
+        #[arg(long)]
+        uki: PathBuf,
+        /// OS version.
+        #[arg(long)]
+        version: semver::Version,
+        /// Bundle file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// A progress bar on a TTY, nothing otherwise.
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new(what: &'static str, bytes: bool) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let style = if bytes {
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+        } else {
+            "{msg} [{bar:30}] {pos}/{len}"
+        };
+        let bar = indicatif::ProgressBar::new(0).with_message(what);
+        if let Ok(s) = indicatif::ProgressStyle::with_template(style) {
+            bar.set_style(s.progress_chars("=> "));
+        }
+        Bar(Some(bar))
+    }
+}
+
+impl Progress for Bar {
+    fn set_len(&self, len: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(len)
+        }
+    }
+    fn inc(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n)
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear()
+        }
+    }
+}
+
+fn out<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> Result<(), Error> {
+    if json {
+        let s = serde_json::to_string_pretty(value).map_err(|e| Error::Usage(e.to_string()))?;
+        println!("{s}");
+    } else {
+        println!("{}", human(value));
+    }
+    Ok(())
+}
+
+fn builder() -> String {
+    format!("hub/{}", env!("CARGO_PKG_VERSION"))
+}
+
+fn built_line(b: &build::BuiltBundle) -> String {
+    format!(
+        "built {} {} {} → {} ({} payload bytes, {} chunks)\ncid {}",
+        b.kind.as_str(),
+        b.name,
+        b.version,
+        b.file.display(),
+        b.payload_bytes,
+        b.chunks,
+        b.cid
+    )
+}
+
+fn parse_role(role: &str) -> Result<tough::schema::RoleType, Error> {
+    use tough::schema::RoleType;
+    Ok(match role {
+        "root" => RoleType::Root,
+        "targets" => RoleType::Targets,
+        "snapshot" => RoleType::Snapshot,
+        "timestamp" => RoleType::Timestamp,
+        other => {
+            return Err(Error::Usage(format!(
+                "unknown role {other:?}: use root, targets, snapshot or timestamp"
+            )))
+        }
+    })
+}
+
+/// Runs one hub command.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    let json = cli.json;
+    match cli.command {
+        Command::Init {
+            repo,
+            keys,
+            root_keys,
+            root_threshold,
+            expiry,
+        } => {
+            let created = repo::init(
+                &repo,
+                &KeyDir::new(&keys),
+                &InitOptions {
+                    root_keys,
+                    root_threshold,
+                    expiries: expiry.expiries(),
+                },
+            )?;
+            let v: Vec<_> = created
+                .iter()
+                .map(|(role, id)| serde_json::json!({"role": role, "keyid": id}))
+                .collect();
+            out(json, &v, |_| {
+                format!(
+                    "created repository {} ({} keys in {}); give spokes {}",
+                    repo.display(),
+                    created.len(),
+                    keys.display(),
+                    repo.join("metadata/1.root.json").display()
+                )
+            })
+        }
+        Command::Pack {
+            command: BuildCommand::Build { src, out: file },
+        } => {
+            let b = build::build_pack(
+                &src,
+                &file,
+                &BuildOptions::from_env(&builder())?,
+                &Bar::new("building", true),
+            )?;
+            out(json, &b, built_line)
+        }
+        Command::Model {
+            command: BuildCommand::Build { src, out: file },
+        } => {
+            let b = build::build_model(
+                &src,
+                &file,
+                &BuildOptions::from_env(&builder())?,
+                &Bar::new("building", true),
+            )?;
+            out(json, &b, built_line)
+        }
+        Command::Product {
+            command:
+                ProductCommand::Build {
+                    manifest,
+                    repo: r,
+                    out: file,
+                },
+        } => {
+            let raw = std::fs::read(&manifest)
+                .map_err(|e| Error::Usage(format!("read {}: {e}", manifest.display())))?;
+            let parsed = bundles::manifest::ProductManifest::parse_yaml(
+                &raw,
+                &manifest.display().to_string(),
+            )?;
+            let loaded = repo::load(&r)?;
+            let resolved = repo::resolve_product(&loaded, &parsed)?;
+            let b = build::build_product(
+                &manifest,
+                resolved,
+                &file,
+                &BuildOptions::from_env(&builder())?,
+            )?;
+            out(json, &b, built_line)
+        }
+        Command::Os {
+            command:
+                OsCommand::Build {
+                    uki,
+                    version,
+                    out: file,
+                },
+        } => {
+            let b = build::build_os(&uki, &version, &file, &BuildOptions::from_env(&builder())?)?;
+            out(json, &b, built_line)
+        }
+        Command::Publish {
+            repo: r,
+            keys,
+            files,
+            expiry,
+        } => {
+            let added = repo::publish(
+                &r,
+                &KeyDir::new(keys),
+                &files,
+                &expiry.expiries(),
+                &Bar::new("publishing", false),
+            )?;
+            out(json, &added, |a| {
+                a.iter()
+                    .map(|p| format!("published {} ({})", p.target, p.cid))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::List { repo: r } => {
+            let list = repo::published(&repo::load(&r)?)?;
+            out(json, &list, |l| {
+                l.iter()
+                    .map(|p| {
+                        format!(
+                            "{:8} {:40} {:12} {}",
+                            p.kind.as_str(),
+                            p.name,
+                            p.version,
+                            p.cid
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::RotateKey {
+            repo: r,
+            keys,
+            role,
+            expiry,
+        } => {
+            let rot = repo::rotate_key(
+                &r,
+                &KeyDir::new(keys),
+                parse_role(&role)?,
+                &expiry.expiries(),
+            )?;
+            out(json, &rot, |r| {
+                format!(
+                    "rotated {} keys: root is now version {} ({} retired, {} added)",
+                    r.role,
+                    r.root_version,
+                    r.retired.len(),
+                    r.added.len()
+                )
+            })
+        }
+        Command::Export {
+            repo: r,
+            to,
+            only,
+            have,
+            recipient,
+        } => {
+            let have = match have {
+                Some(p) => {
+                    let bytes = std::fs::read(&p).map_err(|e| {
+                        Error::Usage(format!("read inventory {}: {e}", p.display()))
+                    })?;
+                    Some(Inventory::parse(&bytes, &p.display().to_string())?)
+                }
+                None => None,
+            };
+            let report = medium::export(
+                &r,
+                &to,
+                &ExportOptions {
+                    only,
+                    have,
+                    recipients: recipient,
+                },
+                &Bar::new("exporting", false),
+            )?;
+            out(json, &report, |rep| {
+                format!(
+                    "exported {} bundle(s), {} chunk(s) ({} left out as already on the spoke), {} bytes{} to {}",
+                    rep.bundles.len(),
+                    rep.chunks,
+                    rep.chunks_skipped,
+                    rep.bytes,
+                    if rep.encrypted { ", encrypted" } else { "" },
+                    to.display()
+                )
+            })
+        }
+        Command::Serve {
+            repo: r,
+            addr,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_cert.zip(tls_key);
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            crate::serve::serve(&r, addr, tls, |bound| {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "listening": format!("{scheme}://{bound}/") })
+                    );
+                } else {
+                    println!("serving {} read-only at {scheme}://{bound}/", r.display());
+                }
+            })
+        }
+        Command::Verify {
+            path,
+            trust,
+            identity,
+        } => {
+            let report = verify(&path, trust, identity)?;
+            out(json, &report, |r| {
+                format!(
+                    "ok: root version {}, {} bundle(s) listed, {} index(es) and {} chunk(s) verified",
+                    r.root_version, r.listed, r.indexes, r.chunks
+                )
+            })
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct VerifyReport {
+    root_version: u64,
+    listed: usize,
+    indexes: usize,
+    chunks: usize,
+}
+
+/// Verifies a repository or medium with a fresh trust state, then every index and chunk present.
+fn verify(
+    path: &std::path::Path,
+    trust: Option<PathBuf>,
+    identity: Option<PathBuf>,
+) -> Result<VerifyReport, Error> {
+    let scratch = tempfile_dir()?;
+    let identity = match identity {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| Error::Usage(format!("read {}: {e}", p.display())))?;
+            Some(
+                text.trim()
+                    .parse::<age::x25519::Identity>()
+                    .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?,
+            )
+        }
+        None => None,
+    };
+    let dir = if path.join("medium.json").exists() {
+        medium::open_medium(path, identity.as_ref(), scratch.path())?
+    } else {
+        path.to_path_buf()
+    };
+    let root_path = trust.unwrap_or_else(|| dir.join("metadata/1.root.json"));
+    let root = std::fs::read(&root_path)
+        .map_err(|e| Error::Usage(format!("read trusted root {}: {e}", root_path.display())))?;
+    let state = bundles::verify::TrustState::from_root(&root, &root_path.display().to_string())?;
+    let verified =
+        bundles::verify::verify_repository(&dir, &state, &bundles::verify::Policy::sneakernet())?;
+    let mut indexes = 0;
+    let mut chunks = std::collections::BTreeSet::new();
+    let store = verified.layout().chunks();
+    for p in &verified.bundles {
+        if !verified.has_index(p) {
+            continue;
+        }
+        let (index, _) = verified.read_index(p)?;
+        indexes += 1;
+        for e in &index.entries {
+            for c in &e.chunks {
+                if store.contains(&c.id) && chunks.insert(c.id.clone()) {
+                    let mut plain = Vec::new();
+                    bundles::chunks::open(c, &store.get(&c.id, c.stored)?, &mut plain)?;
+                }
+            }
+        }
+    }
+    Ok(VerifyReport {
+        root_version: state_root_version(&verified.new_state)?,
+        listed: verified.bundles.len(),
+        indexes,
+        chunks: chunks.len(),
+    })
+}
+
+fn state_root_version(s: &bundles::verify::TrustState) -> Result<u64, Error> {
+    Ok(s.root()?.signed.version.get())
+}
+
+fn tempfile_dir() -> Result<tempfile::TempDir, Error> {
+    tempfile::tempdir().map_err(|e| Error::Usage(format!("cannot create a scratch directory: {e}")))
+}
