@@ -316,10 +316,24 @@ fn classify(e: tough::error::Error, layout: &Layout, trust: &TrustState) -> Erro
             found: given,
             expected: "1.0.x",
         },
-        T::Transport { url, source, .. } => Error::Truncated {
-            what: url.to_string(),
-            detail: source.to_string(),
-        },
+        T::Transport { url, source, .. } => {
+            // tough reports a metadata file whose hash differs from what the referring role
+            // promised as a transport error wrapping `HashMismatch`.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> =
+                std::error::Error::source(&source);
+            while let Some(c) = cause {
+                if let Some(T::HashMismatch { .. }) = c.downcast_ref::<T>() {
+                    return Error::MixAndMatch {
+                        detail: format!("{url}: {c}"),
+                    };
+                }
+                cause = c.source();
+            }
+            Error::Truncated {
+                what: url.to_string(),
+                detail: source.to_string(),
+            }
+        }
         T::ParseMetadata { role, source, .. } => {
             Error::invalid(format!("{role} metadata"), source.to_string())
         }
@@ -409,7 +423,7 @@ fn judge<T: Role + Serialize + Clone>(
     if valid >= keys.threshold.get() {
         return None;
     }
-    Some(match unknown {
+    Some(match unknown.filter(|_| valid == 0) {
         Some(keyid) => Error::UnknownKey {
             role: role.to_string(),
             keyid,

@@ -147,6 +147,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let state = TrustState::from_root(&root, &trust.display().to_string())?;
             bundles::fsutil::create_private_dir(&data)?;
             state.save(&d.trust())?;
+            bundles::fsutil::create_private_dir(&d.staging())?;
             let public = identity::create(&d.identity_dir())?;
             Store::open(&d.database())?;
             bundles::fsutil::atomic_write(

@@ -1,0 +1,265 @@
+//! Shared helpers for the end-to-end tests: run the real `hub` and `spoke`
+//! binaries in a fresh directory and read their JSON output.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub out: Output,
+}
+
+impl Run {
+    pub fn ok(self) -> serde_json::Value {
+        assert!(
+            self.out.status.success(),
+            "command failed: {}\n{}",
+            String::from_utf8_lossy(&self.out.stderr),
+            String::from_utf8_lossy(&self.out.stdout)
+        );
+        serde_json::from_slice(&self.out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Asserts failure with the given error kind and returns the message.
+    pub fn fails_with(self, kind: &str) -> String {
+        assert!(
+            !self.out.status.success(),
+            "expected failure {kind}, got success: {}",
+            String::from_utf8_lossy(&self.out.stdout)
+        );
+        let stderr = String::from_utf8_lossy(&self.out.stderr);
+        let line = stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON error in: {stderr}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["error"]["kind"], kind, "wrong error: {line}");
+        v["error"]["message"].as_str().unwrap().to_string()
+    }
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn run(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--json").args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Run {
+            out: cmd.output().unwrap(),
+        }
+    }
+
+    pub fn hub(&self, args: &[&str]) -> Run {
+        Self::run(env!("CARGO_BIN_EXE_hub"), args, &[])
+    }
+
+    pub fn hub_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        Self::run(env!("CARGO_BIN_EXE_hub"), args, envs)
+    }
+
+    pub fn spoke(&self, args: &[&str]) -> Run {
+        Self::run(env!("CARGO_BIN_EXE_spoke"), args, &[])
+    }
+
+    pub fn s(&self, rel: &str) -> String {
+        self.path(rel).display().to_string()
+    }
+
+    /// Creates a pack source directory with `files` (relative path → content).
+    pub fn pack_src(
+        &self,
+        rel: &str,
+        name: &str,
+        version: &str,
+        files: &[(&str, &[u8])],
+    ) -> String {
+        let dir = self.path(rel);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("pack.json"),
+            format!(
+                r#"{{"name":"{name}","version":"{version}","type":"intelligence","handler_vm_version":"^1.0.0","trust_tier":"verified","safe_auto_update":true}}"#
+            ),
+        )
+        .unwrap();
+        for (p, content) in files {
+            let f = dir.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, content).unwrap();
+        }
+        dir.display().to_string()
+    }
+
+    /// `hub init` of `repo`/`keys` in this env.
+    pub fn init_repo(&self, extra: &[&str]) {
+        let mut args = vec!["init", "--repo", "repo", "--keys", "keys"];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if *a == "repo" || *a == "keys" {
+                    self.s(a)
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.hub(&args).ok();
+    }
+
+    /// Builds and publishes a pack source; returns its CID.
+    pub fn build_publish(&self, src: &str, out: &str, extra: &[&str]) -> String {
+        let built = self
+            .hub(&["pack", "build", src, "--out", &self.s(out)])
+            .ok();
+        let mut args = vec![
+            "publish".to_string(),
+            "--repo".into(),
+            self.s("repo"),
+            "--keys".into(),
+            self.s("keys"),
+            self.s(out),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.hub(&args).ok();
+        built["cid"].as_str().unwrap().to_string()
+    }
+
+    pub fn export(&self, to: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "export".to_string(),
+            "--repo".into(),
+            self.s("repo"),
+            "--to".into(),
+            self.s(to),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.hub(&args).ok()
+    }
+
+    pub fn spoke_init(&self, data: &str) -> serde_json::Value {
+        self.spoke(&[
+            "init",
+            "--data",
+            &self.s(data),
+            "--trust",
+            &self.s("repo/metadata/1.root.json"),
+        ])
+        .ok()
+    }
+
+    pub fn import(&self, data: &str, medium: &str) -> Run {
+        self.spoke(&["import", "--data", &self.s(data), &self.s(medium)])
+    }
+
+    pub fn packs(&self, data: &str) -> Vec<(String, String, String)> {
+        let v = self.spoke(&["packs", "--data", &self.s(data)]).ok();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().into(),
+                    p["version"].as_str().unwrap().into(),
+                    p["cid"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Asserts two snapshots are equal, naming (not dumping) what differs.
+pub fn assert_same(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>) {
+    let changed: Vec<_> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "the data directory changed: {changed:?}"
+    );
+}
+
+/// Every file below `dir` with its content, for "nothing changed" assertions.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                out.insert(
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    b"<dir>".to_vec(),
+                );
+                stack.push(p);
+            } else {
+                out.insert(
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Pseudo-random but compressible bytes.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let words: [&[u8]; 8] = [
+        b"substance ",
+        b"limit ",
+        b"annex ",
+        b"cosmetic ",
+        b"0.1% ",
+        b"CAS ",
+        b"restricted ",
+        b"\n",
+    ];
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(words[(x % 8) as usize]);
+        out.extend_from_slice(format!("{}", x % 100_000).as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The chunk files on a medium.
+pub fn chunk_files(medium: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(medium.join("chunks")).unwrap() {
+        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+            out.push(f.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
