@@ -190,3 +190,91 @@ pub fn unpack_safe(reader: impl Read, dest: &Path, max_file: u64, max_total: u64
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_with(setup: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        setup(&mut b);
+        b.into_inner().unwrap()
+    }
+
+    fn header(kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h
+    }
+
+    fn unpack_kind(bytes: &[u8]) -> &'static str {
+        let dir = tempfile::tempdir().unwrap();
+        unpack_safe(bytes, dir.path(), 1 << 20, 1 << 21)
+            .map(|_| "ok")
+            .unwrap_or_else(|e| e.kind())
+    }
+
+    #[test]
+    fn unpack_refuses_links_devices_and_escapes() {
+        let ok = tar_with(|b| {
+            b.append_data(&mut header(tar::EntryType::Regular, 2), "a/b", &b"hi"[..])
+                .unwrap()
+        });
+        assert_eq!(unpack_kind(&ok), "ok");
+        let sym = tar_with(|b| {
+            let mut h = header(tar::EntryType::Symlink, 0);
+            b.append_link(&mut h, "evil", "/etc/passwd").unwrap();
+        });
+        assert_eq!(unpack_kind(&sym), "link");
+        let hard = tar_with(|b| {
+            let mut h = header(tar::EntryType::Link, 0);
+            b.append_link(&mut h, "evil", "a").unwrap();
+        });
+        assert_eq!(unpack_kind(&hard), "link");
+        let dev = tar_with(|b| {
+            b.append_data(&mut header(tar::EntryType::Char, 0), "tty", &b""[..])
+                .unwrap()
+        });
+        assert_eq!(unpack_kind(&dev), "device_node");
+        let dup = tar_with(|b| {
+            b.append_data(&mut header(tar::EntryType::Regular, 1), "x", &b"1"[..])
+                .unwrap();
+            b.append_data(&mut header(tar::EntryType::Regular, 1), "x", &b"2"[..])
+                .unwrap();
+        });
+        assert_eq!(unpack_kind(&dup), "duplicate_path");
+        let big = tar_with(|b| {
+            let data = vec![0u8; (1 << 20) + 1];
+            b.append_data(
+                &mut header(tar::EntryType::Regular, data.len() as u64),
+                "big",
+                data.as_slice(),
+            )
+            .unwrap();
+        });
+        assert_eq!(unpack_kind(&big), "too_large");
+    }
+
+    #[test]
+    fn unpack_refuses_traversal_written_into_raw_headers() {
+        // tar::Builder refuses '..' itself, so write the name bytes directly.
+        let mut h = header(tar::EntryType::Regular, 1);
+        h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+        h.set_cksum();
+        let mut bytes = h.as_bytes().to_vec();
+        bytes.extend_from_slice(&[b'x']);
+        bytes.resize(512 * 2, 0);
+        bytes.extend_from_slice(&[0; 1024]);
+        assert_eq!(unpack_kind(&bytes), "path_traversal");
+        let mut h = header(tar::EntryType::Regular, 1);
+        h.as_gnu_mut().unwrap().name[..4].copy_from_slice(b"/abs");
+        h.set_cksum();
+        let mut bytes = h.as_bytes().to_vec();
+        bytes.extend_from_slice(&[b'x']);
+        bytes.resize(512 * 2, 0);
+        bytes.extend_from_slice(&[0; 1024]);
+        assert_eq!(unpack_kind(&bytes), "absolute_path");
+    }
+}

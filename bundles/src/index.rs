@@ -259,3 +259,93 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn cid_of(index_bytes: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(index_bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_with(paths: &[&str]) -> BundleIndex {
+        BundleIndex {
+            format: INDEX_FORMAT.into(),
+            kind: BundleKind::Pack,
+            name: "@t/t".into(),
+            version: semver::Version::new(1, 0, 0),
+            manifest: serde_json::json!({}),
+            entries: paths
+                .iter()
+                .map(|p| Entry {
+                    path: p.to_string(),
+                    mode: 0o644,
+                    size: 0,
+                    sha256: sha256_hex(b""),
+                    chunks: Vec::new(),
+                })
+                .collect(),
+            sbom: serde_json::json!({}),
+            provenance: Provenance {
+                source_digest: String::new(),
+                builder: String::new(),
+                build_time: String::new(),
+            },
+        }
+    }
+
+    fn parse_kind(paths: &[&str]) -> &'static str {
+        let bytes = index_with(paths).to_canonical().unwrap();
+        BundleIndex::parse(&bytes, "t")
+            .map(|_| "ok")
+            .unwrap_or_else(|e| e.kind())
+    }
+
+    #[test]
+    fn unsafe_or_duplicate_paths_are_refused() {
+        assert_eq!(parse_kind(&["a", "b/c"]), "ok");
+        assert_eq!(parse_kind(&["../etc/passwd"]), "path_traversal");
+        assert_eq!(parse_kind(&["a/../../x"]), "path_traversal");
+        assert_eq!(parse_kind(&["/etc/passwd"]), "absolute_path");
+        assert_eq!(parse_kind(&["a", "a"]), "duplicate_path");
+        assert_eq!(parse_kind(&["a", "a/b"]), "duplicate_path");
+    }
+
+    #[test]
+    fn unknown_formats_and_fields_are_refused() {
+        let mut i = index_with(&["a"]);
+        i.format = "eurocomply-bundle/2".into();
+        let bytes = i.to_canonical().unwrap();
+        assert_eq!(
+            BundleIndex::parse(&bytes, "t").unwrap_err().kind(),
+            "unknown_format"
+        );
+        let mut v: serde_json::Value = serde_json::to_value(index_with(&["a"])).unwrap();
+        v["surprise"] = serde_json::json!(1);
+        assert_eq!(
+            BundleIndex::parse(&serde_json::to_vec(&v).unwrap(), "t")
+                .unwrap_err()
+                .kind(),
+            "invalid"
+        );
+    }
+
+    #[test]
+    fn chunk_sizes_must_add_up_and_stay_bounded() {
+        let mut i = index_with(&["a"]);
+        i.entries[0].chunks.push(ChunkRef {
+            id: "a".repeat(64),
+            size: 10,
+            stored: 5,
+        });
+        assert_eq!(i.validate("t").unwrap_err().kind(), "invalid");
+        i.entries[0].size = 10;
+        i.validate("t").unwrap();
+        i.entries[0].chunks[0].size = MAX_CHUNK_SIZE + 1;
+        i.entries[0].size = MAX_CHUNK_SIZE + 1;
+        assert_eq!(i.validate("t").unwrap_err().kind(), "too_large");
+    }
+
+    #[test]
+    fn cid_is_the_digest_of_canonical_bytes() {
+        let bytes = index_with(&["a"]).to_canonical().unwrap();
+        assert_eq!(cid_of(&bytes), format!("sha256:{}", sha256_hex(&bytes)));
+        assert_eq!(index_with(&["a"]).target_name(), "pack_t_t_1.0.0.json");
+    }
+}
