@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The full test suite: formatting, lints, unit and end-to-end tests (including
+# the python-tuf interoperability test), installing what it needs itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source ci/setup.sh
+
+# python-tuf for the interop test, in a private virtualenv.
+venv=.cache/venv
+if [ ! -x "$venv/bin/python3" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python3" -c 'import tuf' 2>/dev/null || "$venv/bin/pip" install -q 'tuf>=5,<7'
+export PATH="$PWD/$venv/bin:$PATH"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -q -- -D warnings
+cargo test --workspace --all-targets
