@@ -170,8 +170,8 @@ mod tests {
             s.bundles(None).unwrap().is_empty(),
             "a failed batch must leave nothing"
         );
-        s.record_bundles(&[b.clone()]).unwrap();
-        s.record_bundles(&[b.clone()]).unwrap();
+        s.record_bundles(std::slice::from_ref(&b)).unwrap();
+        s.record_bundles(std::slice::from_ref(&b)).unwrap();
         assert_eq!(s.bundles(Some("pack")).unwrap(), vec![b]);
         assert!(s.has_bundle("sha256:aa").unwrap());
     }
