@@ -1,0 +1,63 @@
+//! Architecture invariants from docs/ARCHITECTURE.md, checked as ordinary tests.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `[dependencies]` section of a crate's manifest (dev-dependencies excluded).
+fn dependencies(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let mut in_deps = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_deps = line == "[dependencies]";
+            continue;
+        }
+        if in_deps {
+            if let Some((name, _)) = line.split_once(['=', '.']) {
+                if !name.trim().is_empty() {
+                    out.push(name.trim().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn forbid(krate: &str, forbidden: &[&str]) {
+    let deps = dependencies(&root().join(krate).join("Cargo.toml"));
+    for f in forbidden {
+        assert!(!deps.iter().any(|d| d == f), "{krate} must not depend on {f} (docs/ARCHITECTURE.md)");
+    }
+}
+
+#[test]
+fn bundles_knows_no_database_or_http_server() {
+    forbid("bundles", &["rusqlite", "axum", "axum-server", "hyper", "tower-http", "appliance", "agent", "hub", "spoke"]);
+}
+
+#[test]
+fn agent_and_appliance_meet_only_at_a_trait() {
+    forbid("agent", &["appliance", "rusqlite", "axum"]);
+    forbid("appliance", &["agent", "bundles", "axum"]);
+}
+
+#[test]
+fn the_kernel_has_no_way_to_do_io() {
+    let deps = dependencies(&root().join("appliance/kernel/Cargo.toml"));
+    for d in &deps {
+        assert!(["serde", "serde_json", "thiserror"].contains(&d.as_str()), "kernel must stay pure; found dependency {d}");
+    }
+}
+
+#[test]
+fn every_library_states_its_job() {
+    for lib in ["bundles", "bundles/hub", "agent", "appliance", "appliance/kernel", "appliance/spoke"] {
+        let text = std::fs::read_to_string(root().join(lib).join("src/lib.rs")).unwrap();
+        assert!(text.starts_with("//! "), "{lib}/src/lib.rs must open with a //! doc comment stating its job");
+    }
+}
