@@ -31,13 +31,29 @@ fn dependencies(manifest: &Path) -> Vec<String> {
 fn forbid(krate: &str, forbidden: &[&str]) {
     let deps = dependencies(&root().join(krate).join("Cargo.toml"));
     for f in forbidden {
-        assert!(!deps.iter().any(|d| d == f), "{krate} must not depend on {f} (docs/ARCHITECTURE.md)");
+        assert!(
+            !deps.iter().any(|d| d == f),
+            "{krate} must not depend on {f} (docs/ARCHITECTURE.md)"
+        );
     }
 }
 
 #[test]
 fn bundles_knows_no_database_or_http_server() {
-    forbid("bundles", &["rusqlite", "axum", "axum-server", "hyper", "tower-http", "appliance", "agent", "hub", "spoke"]);
+    forbid(
+        "bundles",
+        &[
+            "rusqlite",
+            "axum",
+            "axum-server",
+            "hyper",
+            "tower-http",
+            "appliance",
+            "agent",
+            "hub",
+            "spoke",
+        ],
+    );
 }
 
 #[test]
@@ -50,14 +66,27 @@ fn agent_and_appliance_meet_only_at_a_trait() {
 fn the_kernel_has_no_way_to_do_io() {
     let deps = dependencies(&root().join("appliance/kernel/Cargo.toml"));
     for d in &deps {
-        assert!(["serde", "serde_json", "thiserror"].contains(&d.as_str()), "kernel must stay pure; found dependency {d}");
+        assert!(
+            ["serde", "serde_json", "thiserror"].contains(&d.as_str()),
+            "kernel must stay pure; found dependency {d}"
+        );
     }
 }
 
 #[test]
 fn every_library_states_its_job() {
-    for lib in ["bundles", "bundles/hub", "agent", "appliance", "appliance/kernel", "appliance/spoke"] {
+    for lib in [
+        "bundles",
+        "bundles/hub",
+        "agent",
+        "appliance",
+        "appliance/kernel",
+        "appliance/spoke",
+    ] {
         let text = std::fs::read_to_string(root().join(lib).join("src/lib.rs")).unwrap();
-        assert!(text.starts_with("//! "), "{lib}/src/lib.rs must open with a //! doc comment stating its job");
+        assert!(
+            text.starts_with("//! "),
+            "{lib}/src/lib.rs must open with a //! doc comment stating its job"
+        );
     }
 }
