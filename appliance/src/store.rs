@@ -93,9 +93,17 @@ impl Store {
         let tx = self.conn.transaction().map_err(db)?;
         for b in bundles {
             tx.execute(
-                "INSERT OR IGNORE INTO bundles (cid, kind, name, version, target, manifest, installed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![b.cid, b.kind, b.name, b.version, b.target, b.manifest.to_string(), b.installed_at],
+                "INSERT INTO bundles (cid, kind, name, version, target, manifest, installed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (cid) DO NOTHING",
+                params![
+                    b.cid,
+                    b.kind,
+                    b.name,
+                    b.version,
+                    b.target,
+                    b.manifest.to_string(),
+                    b.installed_at
+                ],
             )
             .map_err(db)?;
         }
