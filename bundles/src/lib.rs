@@ -20,24 +20,12 @@ pub mod index;
 pub mod keys;
 pub mod manifest;
 pub mod medium;
+pub mod progress;
 pub mod repo;
 pub mod verify;
 
 pub use error::{Error, Result};
-
-/// Receives progress of long operations; the binaries draw it as a bar on a TTY.
-pub trait Progress: Sync {
-    /// Sets the total amount of work.
-    fn set_len(&self, len: u64);
-    /// Records `n` more units done.
-    fn inc(&self, n: u64);
-}
-
-/// No progress reporting.
-impl Progress for () {
-    fn set_len(&self, _: u64) {}
-    fn inc(&self, _: u64) {}
-}
+pub use progress::Progress;
 
 /// Runs tough's async API to completion on a private current-thread runtime.
 /// Must not be called from inside an async context (use `spawn_blocking`).

@@ -180,7 +180,13 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             d.check_initialised()?;
             let age = identity::age_identity(&d.identity_dir())?;
             let mut registry = StoreRegistry(Store::open(&d.database())?);
-            let report = agent::import(&agent_paths(&d), &medium, Some(&age), &mut registry, &())?;
+            let report = agent::import(
+                &agent_paths(&d),
+                &medium,
+                Some(&age),
+                &mut registry,
+                &bundles::progress::TtyBar::new("importing", true),
+            )?;
             out(json, &report, |r| {
                 let mut lines: Vec<String> = r
                     .installed

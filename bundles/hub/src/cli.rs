@@ -4,11 +4,10 @@ use crate::Error;
 use bundles::build::{self, BuildOptions};
 use bundles::keys::KeyDir;
 use bundles::medium::{self, ExportOptions, Inventory};
+use bundles::progress::TtyBar as Bar;
 use bundles::repo::{self, Expiries, InitOptions};
-use bundles::Progress;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Builds and signs bundles, publishes them as a TUF repository, exports media.
@@ -215,48 +214,6 @@ pub enum OsCommand {
         #[arg(long)]
         out: PathBuf,
     },
-}
-
-/// A progress bar on a TTY, nothing otherwise.
-struct Bar(Option<indicatif::ProgressBar>);
-
-impl Bar {
-    fn new(what: &'static str, bytes: bool) -> Self {
-        if !std::io::stderr().is_terminal() {
-            return Bar(None);
-        }
-        let style = if bytes {
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
-        } else {
-            "{msg} [{bar:30}] {pos}/{len}"
-        };
-        let bar = indicatif::ProgressBar::new(0).with_message(what);
-        if let Ok(s) = indicatif::ProgressStyle::with_template(style) {
-            bar.set_style(s.progress_chars("=> "));
-        }
-        Bar(Some(bar))
-    }
-}
-
-impl Progress for Bar {
-    fn set_len(&self, len: u64) {
-        if let Some(b) = &self.0 {
-            b.set_length(len)
-        }
-    }
-    fn inc(&self, n: u64) {
-        if let Some(b) = &self.0 {
-            b.inc(n)
-        }
-    }
-}
-
-impl Drop for Bar {
-    fn drop(&mut self) {
-        if let Some(b) = &self.0 {
-            b.finish_and_clear()
-        }
-    }
 }
 
 fn out<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> Result<(), Error> {
