@@ -74,6 +74,12 @@ fn round_trip_installs_the_exact_payload() {
     let again = env.import("d", "m1").ok();
     assert_eq!(again["installed"].as_array().unwrap().len(), 0);
     assert_eq!(again["already_installed"].as_array().unwrap().len(), 1);
+    // The install is in the hash-chained audit log, once.
+    let audit = env.spoke(&["audit", "verify", "--data", &env.s("d")]).ok();
+    assert_eq!(audit["entries"], 1);
+    let entries = env.spoke(&["audit", "list", "--data", &env.s("d")]).ok();
+    assert_eq!(entries[0]["action"], "bundle.install");
+    assert_eq!(entries[0]["target"], packs[0].2.as_str());
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The spoke's stores: the data directory layout and its SQLite database.
+//! The spoke's stores: the data directory layout, its SQLite database and
+//! the hash-chained, append-only audit log.
 //!
 //! Everything the spoke keeps lives under one data directory; [`DataDir`]
 //! names every path in it and [`Store`] owns the database (WAL, foreign keys,
@@ -6,6 +7,7 @@
 //! bundles arrive: the agent hands it records through the spoke binary.
 #![deny(missing_docs)]
 
+pub mod audit;
 mod store;
 
 pub use store::{InstalledBundle, Store};
@@ -30,6 +32,14 @@ pub enum Error {
         path: PathBuf,
         /// What failed.
         message: String,
+    },
+    /// The audit chain does not verify.
+    #[error("audit log broken at entry {seq}: {reason}; the database was altered outside the spoke — restore it from a backup and investigate")]
+    AuditBroken {
+        /// First entry that fails.
+        seq: i64,
+        /// What is wrong.
+        reason: String,
     },
     /// A data directory problem the operator must fix.
     #[error("{0}")]

@@ -1,5 +1,6 @@
 //! The SQLite database: schema migrations and the record of installed bundles.
 
+use crate::audit::{self, NewEntry};
 use crate::Error;
 use rusqlite::{params, Connection};
 use rusqlite_migration::{Migrations, M};
@@ -8,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 /// Schema history; append only, never edit a released migration.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE bundles (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE bundles (
             cid          TEXT PRIMARY KEY,
             kind         TEXT NOT NULL CHECK (kind IN ('pack','product','model','os')),
             name         TEXT NOT NULL,
@@ -19,7 +21,9 @@ fn migrations() -> Migrations<'static> {
             installed_at TEXT NOT NULL,
             UNIQUE (kind, name, version)
         );",
-    )])
+        ),
+        M::up(crate::audit::MIGRATION),
+    ])
 }
 
 /// A bundle the spoke verified and installed.
@@ -83,8 +87,13 @@ impl Store {
         }
     }
 
-    /// Records bundles in one transaction: all or none.
-    pub fn record_bundles(&mut self, bundles: &[InstalledBundle]) -> Result<(), Error> {
+    /// Records bundles and their audit entries in one transaction: all or none.
+    pub fn record_bundles(
+        &mut self,
+        bundles: &[InstalledBundle],
+        actor: &str,
+        origin: &str,
+    ) -> Result<(), Error> {
         let path = self.path.clone();
         let db = |source| Error::Db {
             path: path.clone(),
@@ -107,7 +116,33 @@ impl Store {
             )
             .map_err(db)?;
         }
+        let audit: Vec<NewEntry> = bundles
+            .iter()
+            .map(|b| NewEntry {
+                actor: actor.to_string(),
+                action: "bundle.install".into(),
+                target: b.cid.clone(),
+                origin: origin.to_string(),
+                detail: serde_json::json!({ "kind": b.kind, "name": b.name, "version": b.version })
+                    .to_string(),
+            })
+            .collect();
+        let at = bundles
+            .first()
+            .map(|b| b.installed_at.clone())
+            .unwrap_or_default();
+        audit::append(&tx, &at, &audit).map_err(db)?;
         tx.commit().map_err(db)
+    }
+
+    /// Every audit entry, oldest first.
+    pub fn audit_entries(&self) -> Result<Vec<audit::Entry>, Error> {
+        audit::entries(&self.conn).map_err(self.db())
+    }
+
+    /// Checks the audit chain end to end.
+    pub fn audit_verify(&self) -> Result<audit::Verified, Error> {
+        audit::verify(&self.conn, &self.path)
     }
 
     /// Whether a bundle with this CID is installed.
@@ -173,14 +208,80 @@ mod tests {
         let mut bad = b.clone();
         bad.cid = "sha256:bb".into();
         bad.kind = "nonsense".into();
-        assert!(s.record_bundles(&[b.clone(), bad]).is_err());
+        assert!(s.record_bundles(&[b.clone(), bad], "t", "test").is_err());
         assert!(
             s.bundles(None).unwrap().is_empty(),
             "a failed batch must leave nothing"
         );
-        s.record_bundles(std::slice::from_ref(&b)).unwrap();
-        s.record_bundles(std::slice::from_ref(&b)).unwrap();
+        s.record_bundles(std::slice::from_ref(&b), "t", "test")
+            .unwrap();
+        s.record_bundles(std::slice::from_ref(&b), "t", "test")
+            .unwrap();
         assert_eq!(s.bundles(Some("pack")).unwrap(), vec![b]);
         assert!(s.has_bundle("sha256:aa").unwrap());
+        assert_eq!(
+            s.audit_entries().unwrap().len(),
+            2,
+            "the failed batch left no audit entry"
+        );
+    }
+
+    fn store_with_entries(n: usize) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        for i in 0..n {
+            let b = InstalledBundle {
+                cid: format!("sha256:{i:02}"),
+                kind: "pack".into(),
+                name: format!("@eu/p{i}"),
+                version: "1.0.0".into(),
+                target: String::new(),
+                manifest: serde_json::json!({}),
+                installed_at: "2026-01-01T00:00:00Z".into(),
+            };
+            s.record_bundles(&[b], "alice", "cli").unwrap();
+        }
+        (dir, s)
+    }
+
+    #[test]
+    fn audit_rows_cannot_be_updated_or_deleted_through_sql() {
+        let (_dir, s) = store_with_entries(2);
+        let upd = s
+            .conn
+            .execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 1", []);
+        assert!(upd.unwrap_err().to_string().contains("append-only"));
+        let del = s.conn.execute("DELETE FROM audit_log WHERE seq = 2", []);
+        assert!(del.unwrap_err().to_string().contains("append-only"));
+        assert_eq!(s.audit_verify().unwrap().entries, 2);
+    }
+
+    /// Simulates someone editing the database file directly: drop the triggers, tamper.
+    fn tamper(s: &Store, sql: &str) {
+        s.conn
+            .execute_batch(&format!(
+                "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete; {sql}"
+            ))
+            .unwrap();
+    }
+
+    #[test]
+    fn audit_verify_finds_edits_deletions_reordering_and_truncation() {
+        let cases = [
+            ("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2", "edited"),
+            ("DELETE FROM audit_log WHERE seq = 2", "gap"),
+            ("DELETE FROM audit_log WHERE seq = 4", "truncated"),
+            (
+                "UPDATE audit_log SET seq = 100 WHERE seq = 2; UPDATE audit_log SET seq = 2 WHERE seq = 3; UPDATE audit_log SET seq = 3 WHERE seq = 100",
+                "reordered",
+            ),
+        ];
+        for (sql, what) in cases {
+            let (_dir, s) = store_with_entries(4);
+            s.audit_verify().unwrap();
+            tamper(&s, sql);
+            let err = s.audit_verify().unwrap_err();
+            assert!(matches!(err, Error::AuditBroken { .. }), "{what}: {err}");
+        }
     }
 }

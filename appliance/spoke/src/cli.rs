@@ -60,6 +60,11 @@ pub enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Inspect or check the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Write the chunk inventory the hub uses for offline deltas (`hub export --have`).
     Inventory {
         /// Data directory.
@@ -68,6 +73,23 @@ pub enum Command {
         /// File to write.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+/// `spoke audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain; fails if any entry was edited, removed or reordered.
+    Verify {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// List the entries, oldest first.
+    List {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
     },
 }
 
@@ -93,7 +115,9 @@ impl Registry for StoreRegistry {
                 installed_at: now.clone(),
             })
             .collect();
-        self.0.record_bundles(&rows).map_err(|e| e.to_string())
+        self.0
+            .record_bundles(&rows, "cli", "cli")
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -240,6 +264,39 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             out(json, &rows, |rs| {
                 rs.iter()
                     .map(|r| format!("{:8} {:40} {:12} {}", r.kind, r.name, r.version, r.cid))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { data },
+        } => {
+            let d = DataDir::new(&data);
+            d.check_initialised()?;
+            let v = Store::open(&d.database())?.audit_verify()?;
+            out(json, &v, |v| {
+                format!("audit log intact: {} entries, head {}", v.entries, v.head)
+            })
+        }
+        Command::Audit {
+            command: AuditCommand::List { data },
+        } => {
+            let d = DataDir::new(&data);
+            d.check_initialised()?;
+            let entries = Store::open(&d.database())?.audit_entries()?;
+            out(json, &entries, |es| {
+                es.iter()
+                    .map(|e| {
+                        format!(
+                            "{:>5} {} {:10} {:16} {} {}",
+                            e.seq,
+                            e.at,
+                            e.entry.actor,
+                            e.entry.action,
+                            e.entry.target,
+                            e.entry.detail
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             })

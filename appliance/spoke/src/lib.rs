@@ -32,6 +32,7 @@ impl Error {
         match self {
             Error::Agent(e) => e.kind(),
             Error::Bundles(e) => e.kind(),
+            Error::Appliance(appliance::Error::AuditBroken { .. }) => "audit_broken",
             Error::Appliance(_) => "store",
             Error::Identity(_) => "identity",
             Error::Usage(_) => "usage",
