@@ -159,9 +159,11 @@ pub fn import(
         });
     }
 
-    // Everything verified: commit. Chunks and indexes first (content-addressed, harmless
-    // if a crash leaves them unreferenced), then payload directories, then the records,
-    // then the trust state.
+    // Everything verified: commit. Make the staged files durable with one syncfs, then
+    // rename chunks and indexes (content-addressed, harmless if a crash leaves them
+    // unreferenced) and payload directories into place, sync again, then record the
+    // bundles in one transaction, then write the trust state.
+    bundles::fsutil::sync_filesystem(staging.path())?;
     let staged_chunks = staged_store.list()?;
     for id in &staged_chunks {
         move_into(&staged_store.path(id), &installed_store.path(id))?;
@@ -177,6 +179,7 @@ pub fn import(
             &paths.payloads.join(hex),
         )?;
     }
+    bundles::fsutil::sync_filesystem(&paths.staging)?;
     registry.record(&new).map_err(Error::Registry)?;
     verified.new_state.save(&paths.trust)?;
     Ok(ImportReport {
@@ -189,7 +192,8 @@ pub fn import(
 }
 
 /// Renames `from` to `to` (creating parents) unless `to` already exists: content-addressed
-/// names mean an existing target already holds the same content.
+/// names mean an existing target already holds the same content. Not durable until the
+/// caller syncs the filesystem.
 fn move_into(from: &Path, to: &Path) -> Result<(), Error> {
     if to.exists() {
         return Ok(());
@@ -197,9 +201,5 @@ fn move_into(from: &Path, to: &Path) -> Result<(), Error> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(io("create", parent))?;
     }
-    std::fs::rename(from, to).map_err(io("move into place", to))?;
-    if let Some(parent) = to.parent() {
-        bundles::fsutil::sync_dir(parent)?;
-    }
-    Ok(())
+    std::fs::rename(from, to).map_err(io("move into place", to))
 }

@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 use crate::index::{cid_of, sha256_hex, BundleIndex, BundleKind, Entry, Provenance, INDEX_FORMAT};
 use crate::manifest::{ModelManifest, PackManifest, ProductManifest};
 use crate::Progress;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -393,11 +392,9 @@ fn build_files(
     let mut source = Sha256::new();
     for input in inputs {
         let f = input?;
-        let sealed: Vec<chunks::SealedChunk> = chunks::cut(&f.data)
-            .par_iter()
-            .map(|&(o, l)| chunks::seal(&f.data[o..o + l]))
-            .collect::<Result<_>>()?;
-        let file_sha = sha256_hex(&f.data);
+        // The file digest runs beside the (parallel) compression.
+        let (sealed, file_sha) = rayon::join(|| chunks::seal_all(&f.data), || sha256_hex(&f.data));
+        let sealed = sealed?;
         source.update(format!("{} {:o} {}\n", f.rel, f.mode, file_sha));
         let mut refs = Vec::with_capacity(sealed.len());
         for s in sealed {

@@ -35,6 +35,15 @@ pub fn cut(data: &[u8]) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// Cuts `data` and compresses every piece on the thread pool; the result is in data order.
+pub fn seal_all(data: &[u8]) -> Result<Vec<SealedChunk>> {
+    use rayon::prelude::*;
+    cut(data)
+        .par_iter()
+        .map(|&(o, l)| seal(&data[o..o + l]))
+        .collect()
+}
+
 /// Compresses one plain chunk.
 pub fn seal(plain: &[u8]) -> Result<SealedChunk> {
     let bytes =
@@ -130,13 +139,15 @@ impl ChunkStore {
         self.path(id).is_file()
     }
 
-    /// Stores compressed bytes atomically unless already present.
+    /// Stores compressed bytes unless already present. The write is atomic but
+    /// not yet durable: callers batch many chunks and then call
+    /// [`fsutil::sync_filesystem`] before their commit point.
     pub fn put(&self, id: &str, bytes: &[u8]) -> Result<()> {
         let path = self.path(id);
         if path.is_file() {
             return Ok(());
         }
-        fsutil::atomic_write(&path, bytes)
+        fsutil::write_unsynced(&path, bytes)
     }
 
     /// Reads a chunk's stored bytes, refusing more than `max` bytes.

@@ -32,6 +32,36 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(Error::io("fsync directory", dir))
 }
 
+/// Flushes every pending write on the filesystem holding `path` (one `syncfs`),
+/// for bulk writes that are made durable together before a commit point.
+pub fn sync_filesystem(path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).map_err(Error::io("open", path))?;
+    nix::unistd::syncfs(f.as_raw_fd()).map_err(|e| Error::Io {
+        action: "syncfs",
+        path: path.to_owned(),
+        source: e.into(),
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, without
+/// fsync: readers never see a partial file, and the caller makes the batch
+/// durable with [`sync_filesystem`] before relying on it.
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(Error::io("create temporary file in", dir))?;
+    tmp.write_all(bytes)
+        .map_err(Error::io("write", tmp.path()))?;
+    tmp.persist(path).map_err(|e| Error::Io {
+        action: "rename into place",
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
 /// Checks that `raw` is a safe relative path made of normal components
 /// (no `..`, no root, no empty or `.` components, no backslashes) and returns it.
 pub fn safe_relative(raw: &str) -> Result<PathBuf> {

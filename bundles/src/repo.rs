@@ -385,6 +385,8 @@ pub fn publish(
         staged.push(read_bundle_file(f, &store)?);
         progress.inc(1);
     }
+    // Chunks were written unsynced; make them durable before metadata can name them.
+    fsutil::sync_filesystem(layout.root())?;
     let now = jiff::Timestamp::now().to_string();
     let mut added = Vec::new();
     for s in &staged {

@@ -520,7 +520,8 @@ impl ChunkSources<'_> {
 }
 
 /// Reassembles a bundle's payload into `dest` (a fresh directory inside a staging area),
-/// verifying every chunk before it is decompressed. Chunks come from `sources`, so an
+/// verifying every chunk before it is decompressed. Files are not fsynced one by one:
+/// the caller syncs the staging filesystem once before committing. Chunks come from `sources`, so an
 /// offline delta that lacks the chunks the spoke already holds still assembles.
 pub fn assemble(
     index: &BundleIndex,
@@ -565,12 +566,7 @@ pub fn assemble(
                 progress.inc(p.len() as u64);
             }
         }
-        let file = out.into_inner().map_err(|e| Error::Io {
-            action: "write",
-            path: path.clone(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(Error::io("fsync", &path))?;
+        out.flush().map_err(Error::io("write", &path))?;
         if entry.mode == 0o755 {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
