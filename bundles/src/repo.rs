@@ -84,10 +84,15 @@ impl Default for Expiries {
     }
 }
 
+/// An expiry `days` from now, in whole seconds: the TUF specification's date format
+/// (`YYYY-MM-DDTHH:MM:SSZ`) has no fractional seconds, and python-tuf refuses them.
 fn days_from_now(days: i64) -> Result<jiff::Timestamp> {
-    jiff::Timestamp::now()
+    let out_of_range =
+        |e: jiff::Error| Error::invalid("expiry", format!("{days} days is out of range: {e}"));
+    let t = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_hours(days.saturating_mul(24)))
-        .map_err(|e| Error::invalid("expiry", format!("{days} days is out of range: {e}")))
+        .map_err(out_of_range)?;
+    jiff::Timestamp::from_second(t.as_second()).map_err(out_of_range)
 }
 
 fn nz(v: u64) -> NonZeroU64 {

@@ -1,0 +1,169 @@
+//! Interoperability: python-tuf's reference client (`tuf.ngclient`) refreshes
+//! against `hub serve` on 127.0.0.1, over HTTP and over HTTPS, and downloads a
+//! target byte for byte; the server refuses writes.
+
+mod common;
+
+use common::Env;
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+
+/// Kills the server when the test ends, pass or fail.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(env: &Env, tls: &[&str]) -> (Server, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args([
+            "--json",
+            "serve",
+            "--repo",
+            &env.s("repo"),
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .args(tls)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let server = Server(child);
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad ready line {line:?}: {e}"));
+    (server, v["listening"].as_str().unwrap().to_string())
+}
+
+fn python_tuf_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import tuf.ngclient"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok && std::env::var("EUROCOMPLY_SKIP_PYTHON_INTEROP").as_deref() != Ok("1") {
+        panic!("python-tuf is not importable: run `pip install tuf` (ci/test.sh does) or set EUROCOMPLY_SKIP_PYTHON_INTEROP=1");
+    }
+    ok
+}
+
+fn fetch(env: &Env, base: &str, outdir: &str, extra: &[&str]) -> serde_json::Value {
+    let list = env.hub(&["list", "--repo", &env.s("repo")]).ok();
+    let target = list[0]["target"].as_str().unwrap().to_string();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/ngclient_fetch.py"
+    );
+    let out = Command::new("python3")
+        .args([
+            script,
+            base,
+            &env.s("repo/metadata/1.root.json"),
+            &target,
+            &env.s(outdir),
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ngclient failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cid = list[0]["cid"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    assert_eq!(
+        v["sha256"], cid,
+        "ngclient got different bytes than the hub signed"
+    );
+    let on_disk = std::fs::read(env.path(&format!("repo/targets/{cid}.{target}"))).unwrap();
+    assert_eq!(std::fs::read(v["path"].as_str().unwrap()).unwrap(), on_disk);
+    assert_eq!(
+        v["post_status"], 405,
+        "the repository server must be read-only"
+    );
+    v
+}
+
+fn repo_with_a_pack() -> Env {
+    let env = Env::new();
+    env.init_repo(&[]);
+    let src = env.pack_src("src", "@interop/demo", "1.0.0", &[("data.txt", b"interop")]);
+    env.build_publish(&src, "p.bundle", &[]);
+    // A rotated root makes ngclient walk the chain as well.
+    env.hub(&[
+        "rotate-key",
+        "--repo",
+        &env.s("repo"),
+        "--keys",
+        &env.s("keys"),
+        "--role",
+        "root",
+    ])
+    .ok();
+    env
+}
+
+#[test]
+fn ngclient_downloads_a_target_over_http() {
+    if !python_tuf_available() {
+        eprintln!("skipped: python-tuf not installed");
+        return;
+    }
+    let env = repo_with_a_pack();
+    let (_server, base) = serve(&env, &[]);
+    assert!(base.starts_with("http://127.0.0.1:"));
+    fetch(&env, &base, "client", &[]);
+}
+
+#[test]
+fn ngclient_downloads_a_target_over_https() {
+    if !python_tuf_available() {
+        eprintln!("skipped: python-tuf not installed");
+        return;
+    }
+    let env = repo_with_a_pack();
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-keyout", &env.s("key.pem"), "-out", &env.s("cert.pem")])
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is needed to make a test certificate (apt-get install openssl)");
+    assert!(st.success());
+    let (_server, base) = serve(
+        &env,
+        &[
+            "--tls-cert",
+            &env.s("cert.pem"),
+            "--tls-key",
+            &env.s("key.pem"),
+        ],
+    );
+    let base = base.replace("http://", "https://");
+    fetch(&env, &base, "client", &["--cafile", &env.s("cert.pem")]);
+}
