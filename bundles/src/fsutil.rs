@@ -8,21 +8,28 @@ use std::path::{Component, Path, PathBuf};
 /// fsync, rename over the target, fsync the directory. Readers never see a
 /// partial file.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_via_temp(path, bytes, true)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn write_via_temp(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
     let mut tmp =
         tempfile::NamedTempFile::new_in(dir).map_err(Error::io("create temporary file in", dir))?;
     tmp.write_all(bytes)
         .map_err(Error::io("write", tmp.path()))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(Error::io("fsync", tmp.path()))?;
+    if durable {
+        tmp.as_file()
+            .sync_all()
+            .map_err(Error::io("fsync", tmp.path()))?;
+    }
     tmp.persist(path).map_err(|e| Error::Io {
         action: "rename into place",
         path: path.to_owned(),
         source: e.error,
     })?;
-    sync_dir(dir)
+    Ok(())
 }
 
 /// Fsyncs a directory so that renames inside it are durable.
@@ -48,18 +55,7 @@ pub fn sync_filesystem(path: &Path) -> Result<()> {
 /// fsync: readers never see a partial file, and the caller makes the batch
 /// durable with [`sync_filesystem`] before relying on it.
 pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(Error::io("create temporary file in", dir))?;
-    tmp.write_all(bytes)
-        .map_err(Error::io("write", tmp.path()))?;
-    tmp.persist(path).map_err(|e| Error::Io {
-        action: "rename into place",
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    Ok(())
+    write_via_temp(path, bytes, false)
 }
 
 /// Checks that `raw` is a safe relative path made of normal components

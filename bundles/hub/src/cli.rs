@@ -243,6 +243,29 @@ fn built_line(b: &build::BuiltBundle) -> String {
     )
 }
 
+type TreeBuilder = fn(
+    &std::path::Path,
+    &std::path::Path,
+    &BuildOptions,
+    &dyn bundles::Progress,
+) -> bundles::Result<build::BuiltBundle>;
+
+/// `hub pack build` and `hub model build`: a source tree into a bundle file.
+fn build_tree(
+    json: bool,
+    f: TreeBuilder,
+    src: &std::path::Path,
+    file: &std::path::Path,
+) -> Result<(), Error> {
+    let b = f(
+        src,
+        file,
+        &BuildOptions::from_env(&builder())?,
+        &Bar::new("building", true),
+    )?;
+    out(json, &b, built_line)
+}
+
 fn parse_role(role: &str) -> Result<tough::schema::RoleType, Error> {
     use tough::schema::RoleType;
     Ok(match role {
@@ -294,26 +317,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Pack {
             command: BuildCommand::Build { src, out: file },
-        } => {
-            let b = build::build_pack(
-                &src,
-                &file,
-                &BuildOptions::from_env(&builder())?,
-                &Bar::new("building", true),
-            )?;
-            out(json, &b, built_line)
-        }
+        } => build_tree(json, build::build_pack, &src, &file),
         Command::Model {
             command: BuildCommand::Build { src, out: file },
-        } => {
-            let b = build::build_model(
-                &src,
-                &file,
-                &BuildOptions::from_env(&builder())?,
-                &Bar::new("building", true),
-            )?;
-            out(json, &b, built_line)
-        }
+        } => build_tree(json, build::build_model, &src, &file),
         Command::Product {
             command:
                 ProductCommand::Build {
