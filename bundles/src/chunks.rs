@@ -44,10 +44,29 @@ pub fn seal_all(data: &[u8]) -> Result<Vec<SealedChunk>> {
         .collect()
 }
 
+thread_local! {
+    // One compression and one decompression context per thread: creating a zstd
+    // context per 64 KiB chunk costs more than compressing it.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Compresses one plain chunk.
 pub fn seal(plain: &[u8]) -> Result<SealedChunk> {
-    let bytes =
-        zstd::bulk::compress(plain, ZSTD_LEVEL).map_err(Error::io("compress chunk", "<memory>"))?;
+    let bytes = COMPRESSOR
+        .with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+            }
+            match c.as_mut() {
+                Some(c) => c.compress(plain),
+                None => Err(std::io::Error::other("no zstd context")),
+            }
+        })
+        .map_err(Error::io("compress chunk", "<memory>"))?;
     Ok(SealedChunk {
         r#ref: ChunkRef {
             id: sha256_hex(&bytes),
@@ -84,7 +103,39 @@ pub fn open(r: &ChunkRef, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
         });
     }
     out.clear();
-    // Decompress with a hard cap of declared size + 1 so an oversized frame is detected.
+    // Fast path: the frame header states its content size; refuse a mismatch before
+    // decompressing, then decompress into a buffer that cannot grow past it.
+    if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(stored) {
+        if n > r.size {
+            return Err(Error::DecompressionBomb {
+                chunk: r.id.clone(),
+                declared: r.size,
+            });
+        }
+        out.reserve_exact(r.size as usize);
+        let written = DECOMPRESSOR.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = Some(zstd::bulk::Decompressor::new()?);
+            }
+            match d.as_mut() {
+                Some(d) => d.decompress_to_buffer(stored, out),
+                None => Err(std::io::Error::other("no zstd context")),
+            }
+        });
+        return match written {
+            Ok(len) if len as u64 == r.size => Ok(()),
+            Ok(len) => Err(Error::Truncated {
+                what: format!("chunk {}", r.id),
+                detail: format!("decompressed to {len} of {} bytes", r.size),
+            }),
+            Err(e) => Err(Error::invalid(
+                format!("chunk {}", r.id),
+                format!("corrupt zstd data: {e}"),
+            )),
+        };
+    }
+    // Frames without a content size: stream with a hard cap of declared size + 1.
     let mut dec =
         zstd::stream::read::Decoder::with_buffer(stored).map_err(Error::io("open chunk", &r.id))?;
     let mut limited = (&mut dec).take(r.size + 1);
