@@ -100,16 +100,7 @@ fn repo_with_a_pack() -> Env {
     let src = env.pack_src("src", "@interop/demo", "1.0.0", &[("data.txt", b"interop")]);
     env.build_publish(&src, "p.bundle", &[]);
     // A rotated root makes ngclient walk the chain as well.
-    env.hub(&[
-        "rotate-key",
-        "--repo",
-        &env.s("repo"),
-        "--keys",
-        &env.s("keys"),
-        "--role",
-        "root",
-    ])
-    .ok();
+    env.rotate("root").ok();
     env
 }
 

@@ -322,29 +322,9 @@ fn a_decompression_bomb_is_stopped_at_the_declared_size() {
 #[test]
 fn key_rotation_is_followed_by_old_and_new_spokes() {
     let env = baseline();
-    let rot = env
-        .hub(&[
-            "rotate-key",
-            "--repo",
-            &env.s("repo"),
-            "--keys",
-            &env.s("keys"),
-            "--role",
-            "root",
-        ])
-        .ok();
+    let rot = env.rotate("root").ok();
     assert_eq!(rot["root_version"], 2);
-    let rot = env
-        .hub(&[
-            "rotate-key",
-            "--repo",
-            &env.s("repo"),
-            "--keys",
-            &env.s("keys"),
-            "--role",
-            "targets",
-        ])
-        .ok();
+    let rot = env.rotate("targets").ok();
     assert_eq!(rot["root_version"], 3);
     publish_v2(&env);
     env.export("m2", &[]);
@@ -379,17 +359,7 @@ fn two_of_three_root_keys() {
     for k in &root_keys[..2] {
         std::fs::rename(k, stash.join(k.file_name().unwrap())).unwrap();
     }
-    let msg = env
-        .hub(&[
-            "rotate-key",
-            "--repo",
-            &env.s("repo"),
-            "--keys",
-            &env.s("keys"),
-            "--role",
-            "root",
-        ])
-        .fails_with("keys");
+    let msg = env.rotate("root").fails_with("keys");
     assert!(msg.contains("old root keys"), "{msg}");
     assert!(
         !env.path("repo/metadata/2.root.json").exists(),
@@ -398,33 +368,13 @@ fn two_of_three_root_keys() {
     // One key lost: 2 of 3 remain; the rotation replaces the lost key.
     let k = &root_keys[1];
     std::fs::rename(stash.join(k.file_name().unwrap()), k).unwrap();
-    let rot = env
-        .hub(&[
-            "rotate-key",
-            "--repo",
-            &env.s("repo"),
-            "--keys",
-            &env.s("keys"),
-            "--role",
-            "root",
-        ])
-        .ok();
+    let rot = env.rotate("root").ok();
     assert_eq!(rot["retired"].as_array().unwrap().len(), 1);
     env.export("m2", &[]);
     assert_eq!(env.import("d", "m2").ok()["root_version"], 2);
 
     // A new root carrying only one of the two required old signatures is refused.
-    let rot = env
-        .hub(&[
-            "rotate-key",
-            "--repo",
-            &env.s("repo"),
-            "--keys",
-            &env.s("keys"),
-            "--role",
-            "root",
-        ])
-        .ok();
+    let rot = env.rotate("root").ok();
     assert_eq!(rot["root_version"], 3);
     env.export("m3", &[]);
     let old_ids: Vec<String> = {

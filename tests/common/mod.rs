@@ -145,6 +145,19 @@ impl Env {
         built["cid"].as_str().unwrap().to_string()
     }
 
+    /// `hub rotate-key --role ROLE` on this env's repository.
+    pub fn rotate(&self, role: &str) -> Run {
+        self.hub(&[
+            "rotate-key",
+            "--repo",
+            &self.s("repo"),
+            "--keys",
+            &self.s("keys"),
+            "--role",
+            role,
+        ])
+    }
+
     pub fn export(&self, to: &str, extra: &[&str]) -> serde_json::Value {
         let mut args = vec![
             "export".to_string(),
