@@ -521,3 +521,37 @@ fn uninitialised_data_dir_and_bad_trust_root_get_clear_errors() {
     .fails_with("invalid");
     assert!(!env.path("d2").exists());
 }
+
+#[test]
+fn a_failed_export_leaves_nothing_behind() {
+    let env = baseline();
+    let (repo, to) = (env.s("repo"), env.s("x"));
+    let msg = env
+        .hub(&[
+            "export",
+            "--repo",
+            &repo,
+            "--to",
+            &to,
+            "--only",
+            "@eu/no-such-pack",
+        ])
+        .fails_with("not_found");
+    assert!(msg.contains("@eu/no-such-pack"), "{msg}");
+    assert!(!env.path("x").exists() && !env.path("x.partial").exists());
+    env.hub(&[
+        "export",
+        "--repo",
+        &repo,
+        "--to",
+        &to,
+        "--recipient",
+        "age1notarecipient",
+    ])
+    .fails_with("invalid");
+    assert!(!env.path("x").exists() && !env.path("x.partial").exists());
+    let msg = env
+        .hub(&["export", "--repo", &repo, "--to", &env.s("m1")])
+        .fails_with("invalid");
+    assert!(msg.contains("already exists"), "{msg}");
+}

@@ -127,9 +127,36 @@ pub fn export(
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(Error::io("remove stale", &partial))?;
     }
+    let written = write_medium(&loaded, &src, &partial, &recipients, opts, progress);
+    let report = match written {
+        Ok(report) => report,
+        Err(e) => {
+            // Leave nothing half-written behind.
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+    };
+    // A stick may be pulled as soon as the command returns: flush before the rename.
+    fsutil::sync_filesystem(&partial)?;
+    std::fs::rename(&partial, to).map_err(Error::io("rename medium into place", to))?;
+    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fsutil::sync_dir(parent)?;
+    }
+    Ok(report)
+}
+
+/// Writes the medium's content into `partial` (which does not exist yet).
+fn write_medium(
+    loaded: &tough::Repository,
+    src: &Layout,
+    partial: &Path,
+    recipients: &[age::x25519::Recipient],
+    opts: &ExportOptions,
+    progress: &dyn Progress,
+) -> Result<ExportReport> {
     let scratch;
     let plain_root = if recipients.is_empty() {
-        partial.clone()
+        partial.to_path_buf()
     } else {
         scratch = tempfile::tempdir().map_err(Error::io("create scratch", std::env::temp_dir()))?;
         scratch.path().join("medium")
@@ -153,7 +180,7 @@ pub fn export(
         copy(&src.metadata().join(&name), &dst.metadata().join(&name))?;
     }
 
-    let all = repo::published(&loaded)?;
+    let all = repo::published(loaded)?;
     let selected: Vec<Published> = all
         .into_iter()
         .filter(|p| {
@@ -171,7 +198,7 @@ pub fn export(
     }
     let mut needed = BTreeSet::new();
     for p in &selected {
-        let index = repo::read_index(&loaded, p)?;
+        let index = repo::read_index(loaded, p)?;
         copy(
             &src.target_file(&p.target, p.sha256()),
             &dst.target_file(&p.target, p.sha256()),
@@ -190,7 +217,7 @@ pub fn export(
     }
     if recipients.is_empty() {
         write_info(
-            &partial,
+            partial,
             &MediumInfo {
                 format: MEDIUM_FORMAT.into(),
                 encrypted: false,
@@ -198,10 +225,10 @@ pub fn export(
             },
         )?;
     } else {
-        std::fs::create_dir_all(&partial).map_err(Error::io("create", &partial))?;
-        let parts = encrypt_tree(&plain_root, &partial, &recipients)?;
+        std::fs::create_dir_all(partial).map_err(Error::io("create", partial))?;
+        let parts = encrypt_tree(&plain_root, partial, recipients)?;
         write_info(
-            &partial,
+            partial,
             &MediumInfo {
                 format: MEDIUM_FORMAT.into(),
                 encrypted: true,
@@ -209,11 +236,7 @@ pub fn export(
             },
         )?;
     }
-    let bytes = dir_size(&partial)?;
-    std::fs::rename(&partial, to).map_err(Error::io("rename medium into place", to))?;
-    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fsutil::sync_dir(parent)?;
-    }
+    let bytes = dir_size(partial)?;
     Ok(ExportReport {
         bundles: selected,
         chunks: copy_ids.len(),
