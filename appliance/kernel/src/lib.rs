@@ -1,0 +1,1 @@
+//! The compliance kernel (work in progress).

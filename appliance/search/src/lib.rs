@@ -1,0 +1,1 @@
+//! Full-text search (work in progress).
