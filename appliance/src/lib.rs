@@ -1,16 +1,30 @@
-//! The spoke's stores: the data directory layout, its SQLite database and
-//! the hash-chained, append-only audit log.
+//! The spoke's stores and compliance core: the data directory, its SQLite
+//! database (entities, documents, relationships, reference data, evaluations,
+//! Compliance Locks, users, the hash-chained audit log), the content-addressed
+//! object store, the search index kept in step with the database, and
+//! evaluation through the compliance kernel.
 //!
 //! Everything the spoke keeps lives under one data directory; [`DataDir`]
 //! names every path in it and [`Store`] owns the database (WAL, foreign keys,
-//! versioned migrations applied at open). This crate knows nothing of how
-//! bundles arrive: the agent hands it records through the spoke binary.
+//! versioned migrations applied at open). [`Appliance`] is the one entry point
+//! the API and the command line share: every mutation goes through it, checks
+//! the lifecycle state, and is audit-logged in the same transaction. This
+//! crate knows nothing of how bundles arrive (the agent hands it records
+//! through the spoke binary) nor of HTTP.
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod auth;
+pub mod compliance;
+pub mod documents;
+pub mod entities;
+mod objects;
+mod service;
 mod store;
 
-pub use store::{InstalledBundle, Store};
+pub use auth::{Actor, Permission, Role};
+pub use service::Appliance;
+pub use store::{InstalledBundle, Lifecycle, Store};
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +58,74 @@ pub enum Error {
     /// A data directory problem the operator must fix.
     #[error("{0}")]
     DataDir(String),
+    /// A file in the data directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The request is malformed; the message says which field and why.
+    #[error("{0}")]
+    Invalid(String),
+    /// Something named in the request does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with what is stored.
+    #[error("{0}")]
+    Conflict(String),
+    /// The spoke is not ACTIVE, so nothing may change.
+    #[error("the spoke is {0}: reads work, but nothing can be changed until an administrator sets it ACTIVE again (`spoke lifecycle set ACTIVE`)")]
+    ReadOnly(Lifecycle),
+    /// The caller is authenticated but lacks the permission.
+    #[error("{0}")]
+    Denied(String),
+    /// The caller could not be authenticated.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// An upload is larger than the configured cap.
+    #[error("upload of {size} bytes exceeds the {limit}-byte limit; split or compress the file")]
+    TooLarge {
+        /// Size received.
+        size: u64,
+        /// The cap.
+        limit: u64,
+    },
+    /// An upload's content is not a type the spoke accepts.
+    #[error("{0}")]
+    UnsupportedMedia(String),
+    /// An upload of an accepted type could not be read.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The compliance kernel refused the rules or the evaluation.
+    #[error("compliance kernel: {0}")]
+    Kernel(#[from] kernel::Error),
+    /// The search index failed.
+    #[error("search index: {0}; rebuild it with `spoke reindex`")]
+    Search(#[from] search::Error),
+}
+
+impl Error {
+    /// A stable machine-readable name for this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Db { .. } | Error::Migration { .. } | Error::Io { .. } => "store",
+            Error::AuditBroken { .. } => "audit_broken",
+            Error::DataDir(_) => "data_dir",
+            Error::Invalid(_) => "invalid",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::ReadOnly(_) => "read_only",
+            Error::Denied(_) => "forbidden",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::TooLarge { .. } => "too_large",
+            Error::UnsupportedMedia(_) => "unsupported_media",
+            Error::Unreadable(_) => "unreadable",
+            Error::Kernel(_) => "kernel",
+            Error::Search(_) => "search",
+        }
+    }
 }
 
 /// Paths inside a spoke's data directory.
@@ -88,6 +170,18 @@ impl DataDir {
     /// Assembled bundle payloads, one directory per CID.
     pub fn payloads(&self) -> PathBuf {
         self.root.join("bundles")
+    }
+    /// Uploaded files by content digest.
+    pub fn objects(&self) -> PathBuf {
+        self.root.join("store/objects")
+    }
+    /// The derived full-text index.
+    pub fn search_index(&self) -> PathBuf {
+        self.root.join("store/search")
+    }
+    /// TLS certificate and key for `spoke serve`.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
     }
     /// Scratch space for imports in progress.
     pub fn staging(&self) -> PathBuf {

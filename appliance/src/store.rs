@@ -1,8 +1,10 @@
 //! The SQLite database: schema migrations and the record of installed bundles.
 
 use crate::audit::{self, NewEntry};
+
+use crate::auth::Actor;
 use crate::Error;
-use rusqlite::{params, Connection};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use rusqlite_migration::{Migrations, M};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -23,8 +25,111 @@ fn migrations() -> Migrations<'static> {
         );",
         ),
         M::up(crate::audit::MIGRATION),
+        M::up(CORE),
     ])
 }
+
+/// The compliance core: entities, documents, relationships, reference data,
+/// evaluations, Compliance Locks, users and tokens, settings.
+const CORE: &str = "
+CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO settings (key, value) VALUES ('lifecycle', 'ACTIVE'), ('generation', '0');
+
+CREATE TABLE entities (
+    id         TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL CHECK (kind IN ('product','substance','supplier')),
+    name       TEXT NOT NULL,
+    category   TEXT,
+    cas        TEXT,
+    markets    TEXT NOT NULL DEFAULT '[]',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE components (
+    product_id    TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+    position      INTEGER NOT NULL,
+    substance     TEXT NOT NULL,
+    cas           TEXT,
+    ec            TEXT,
+    concentration REAL,
+    unit          TEXT,
+    PRIMARY KEY (product_id, position)
+);
+CREATE INDEX components_cas ON components(cas);
+CREATE TABLE edges (
+    src TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+    rel TEXT NOT NULL CHECK (rel IN ('contains','supplies')),
+    dst TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+    PRIMARY KEY (src, rel, dst)
+);
+CREATE INDEX edges_dst ON edges(dst, rel);
+CREATE TABLE documents (
+    id         TEXT PRIMARY KEY,
+    entity_id  TEXT REFERENCES entities(id) ON DELETE SET NULL,
+    kind       TEXT NOT NULL,
+    filename   TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    object     TEXT NOT NULL,
+    text       TEXT NOT NULL,
+    expires    TEXT,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE INDEX documents_entity ON documents(entity_id);
+CREATE TABLE reference_tables (
+    pack_cid   TEXT NOT NULL REFERENCES bundles(cid),
+    pack_name  TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    rows       TEXT NOT NULL,
+    PRIMARY KEY (pack_cid, table_name)
+);
+CREATE TABLE locks (
+    id           TEXT PRIMARY KEY,
+    product_id   TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    kernel_build TEXT NOT NULL,
+    verdict      TEXT NOT NULL,
+    content      TEXT NOT NULL,
+    result       TEXT NOT NULL
+);
+CREATE TABLE evaluations (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    product_id TEXT NOT NULL,
+    lock_id    TEXT NOT NULL REFERENCES locks(id),
+    verdict    TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    actor      TEXT NOT NULL
+);
+CREATE INDEX evaluations_product ON evaluations(product_id, seq);
+CREATE TRIGGER locks_no_update BEFORE UPDATE ON locks
+BEGIN SELECT RAISE(ABORT, 'locks are append-only'); END;
+CREATE TRIGGER locks_no_delete BEFORE DELETE ON locks
+BEGIN SELECT RAISE(ABORT, 'locks are append-only'); END;
+CREATE TRIGGER evaluations_no_update BEFORE UPDATE ON evaluations
+BEGIN SELECT RAISE(ABORT, 'evaluations are append-only'); END;
+CREATE TRIGGER evaluations_no_delete BEFORE DELETE ON evaluations
+BEGIN SELECT RAISE(ABORT, 'evaluations are append-only'); END;
+
+CREATE TABLE users (
+    name          TEXT PRIMARY KEY,
+    role          TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE tokens (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL CHECK (kind IN ('api','session','support')),
+    label       TEXT NOT NULL,
+    user_name   TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    secret_hash TEXT NOT NULL UNIQUE,
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT,
+    revoked_at  TEXT
+);
+";
 
 /// A bundle the spoke verified and installed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +148,93 @@ pub struct InstalledBundle {
     pub manifest: serde_json::Value,
     /// When it was installed (RFC 3339).
     pub installed_at: String,
+}
+
+/// The spoke's lifecycle state (seed 000 §12). Only ACTIVE accepts changes;
+/// SUSPENDED and LEGAL_HOLD keep every read working and destroy nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Lifecycle {
+    /// Normal operation.
+    Active,
+    /// Reads only (for example an unpaid licence); nothing is lost.
+    Suspended,
+    /// Reads only and nothing may be destroyed, until legal clearance.
+    LegalHold,
+}
+
+impl Lifecycle {
+    /// The state's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Active => "ACTIVE",
+            Lifecycle::Suspended => "SUSPENDED",
+            Lifecycle::LegalHold => "LEGAL_HOLD",
+        }
+    }
+}
+
+impl std::fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Lifecycle {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "ACTIVE" => Ok(Lifecycle::Active),
+            "SUSPENDED" => Ok(Lifecycle::Suspended),
+            "LEGAL_HOLD" => Ok(Lifecycle::LegalHold),
+            other => Err(Error::Invalid(format!(
+                "unknown lifecycle state {other:?}; use ACTIVE, SUSPENDED or LEGAL_HOLD"
+            ))),
+        }
+    }
+}
+
+/// One audit record a mutation produces; written in the mutation's transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct Audit {
+    pub action: &'static str,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
+/// Whether a mutation is ordinary data (refused unless ACTIVE) or
+/// administration that must work in every state (lifecycle, sign-in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Data,
+    Admin,
+}
+
+/// What a committed mutation changed, for keeping derived state in step.
+#[derive(Debug)]
+pub(crate) struct Written<T> {
+    pub value: T,
+    /// Search index entries touched (`kind`, `id`).
+    pub touched: Vec<(String, String)>,
+    /// The database generation after the commit.
+    pub generation: u64,
+}
+
+/// Maps a database error inside a write closure (the store's own path is
+/// named by the caller's context; the statement is in the message).
+pub(crate) fn tx_db(source: rusqlite::Error) -> Error {
+    Error::Db {
+        path: PathBuf::from("db/spoke.sqlite"),
+        source,
+    }
+}
+
+/// The current time as stored (RFC 3339, whole seconds, UTC).
+pub(crate) fn now() -> String {
+    let t = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
 }
 
 /// The spoke's database.
@@ -80,59 +272,78 @@ impl Store {
         })
     }
 
-    fn db(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
-        move |source| Error::Db {
-            path: self.path.clone(),
-            source,
-        }
+    /// The connection, for reads.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
-    /// Records bundles and their audit entries in one transaction: all or none.
-    pub fn record_bundles(
+    /// Runs `f` in one IMMEDIATE transaction with its audit entries: all or
+    /// nothing. `f` returns its value, audit records and the search entries it
+    /// touched; touching any bumps the generation the search index follows.
+    pub(crate) fn write<T>(
         &mut self,
-        bundles: &[InstalledBundle],
-        actor: &str,
-        origin: &str,
-    ) -> Result<(), Error> {
+        actor: &Actor,
+        class: Class,
+        f: impl FnOnce(&Transaction<'_>) -> Result<(T, Vec<Audit>, Vec<(String, String)>), Error>,
+    ) -> Result<Written<T>, Error> {
         let path = self.path.clone();
         let db = |source| Error::Db {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(db)?;
-        for b in bundles {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        if class == Class::Data {
+            let state = lifecycle_in(&tx).map_err(db)?;
+            if state != Lifecycle::Active {
+                return Err(Error::ReadOnly(state));
+            }
+        }
+        let (value, audits, touched) = f(&tx)?;
+        let entries: Vec<NewEntry> = audits
+            .into_iter()
+            .map(|a| NewEntry {
+                actor: actor.name.clone(),
+                action: a.action.to_string(),
+                target: a.target,
+                origin: actor.origin.clone(),
+                detail: a.detail.to_string(),
+            })
+            .collect();
+        audit::append(&tx, &now(), &entries).map_err(db)?;
+        if !touched.is_empty() {
             tx.execute(
-                "INSERT INTO bundles (cid, kind, name, version, target, manifest, installed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (cid) DO NOTHING",
-                params![
-                    b.cid,
-                    b.kind,
-                    b.name,
-                    b.version,
-                    b.target,
-                    b.manifest.to_string(),
-                    b.installed_at
-                ],
+                "UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'",
+                [],
             )
             .map_err(db)?;
         }
-        let audit: Vec<NewEntry> = bundles
-            .iter()
-            .map(|b| NewEntry {
-                actor: actor.to_string(),
-                action: "bundle.install".into(),
-                target: b.cid.clone(),
-                origin: origin.to_string(),
-                detail: serde_json::json!({ "kind": b.kind, "name": b.name, "version": b.version })
-                    .to_string(),
-            })
-            .collect();
-        let at = bundles
-            .first()
-            .map(|b| b.installed_at.clone())
-            .unwrap_or_default();
-        audit::append(&tx, &at, &audit).map_err(db)?;
-        tx.commit().map_err(db)
+        let generation = generation_in(&tx).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(Written {
+            value,
+            touched,
+            generation,
+        })
+    }
+
+    /// The current lifecycle state.
+    pub fn lifecycle(&self) -> Result<Lifecycle, Error> {
+        lifecycle_in(&self.conn).map_err(self.db())
+    }
+
+    /// The database generation: bumped by every change the search index follows.
+    pub(crate) fn generation(&self) -> Result<u64, Error> {
+        generation_in(&self.conn).map_err(self.db())
+    }
+
+    pub(crate) fn db(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        move |source| Error::Db {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Every audit entry, oldest first.
@@ -183,6 +394,28 @@ impl Store {
     }
 }
 
+fn lifecycle_in(conn: &Connection) -> rusqlite::Result<Lifecycle> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM settings WHERE key = 'lifecycle'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    // An unknown value is treated as the most restrictive state.
+    Ok(v.and_then(|v| v.parse().ok())
+        .unwrap_or(Lifecycle::LegalHold))
+}
+
+fn generation_in(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT CAST(value AS INTEGER) FROM settings WHERE key = 'generation'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|g| g as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,14 +441,16 @@ mod tests {
         let mut bad = b.clone();
         bad.cid = "sha256:bb".into();
         bad.kind = "nonsense".into();
-        assert!(s.record_bundles(&[b.clone(), bad], "t", "test").is_err());
+        assert!(s
+            .record_bundles(&[b.clone(), bad], &[], &Actor::cli())
+            .is_err());
         assert!(
             s.bundles(None).unwrap().is_empty(),
             "a failed batch must leave nothing"
         );
-        s.record_bundles(std::slice::from_ref(&b), "t", "test")
+        s.record_bundles(std::slice::from_ref(&b), &[], &Actor::cli())
             .unwrap();
-        s.record_bundles(std::slice::from_ref(&b), "t", "test")
+        s.record_bundles(std::slice::from_ref(&b), &[], &Actor::cli())
             .unwrap();
         assert_eq!(s.bundles(Some("pack")).unwrap(), vec![b]);
         assert!(s.has_bundle("sha256:aa").unwrap());
@@ -239,7 +474,7 @@ mod tests {
                 manifest: serde_json::json!({}),
                 installed_at: "2026-01-01T00:00:00Z".into(),
             };
-            s.record_bundles(&[b], "alice", "cli").unwrap();
+            s.record_bundles(&[b], &[], &Actor::cli()).unwrap();
         }
         (dir, s)
     }

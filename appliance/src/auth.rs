@@ -1,0 +1,695 @@
+//! Local users, API tokens, sessions and time-limited support access, and the
+//! role model every caller (API or command line) is checked against.
+//!
+//! Passwords are hashed with Argon2id; tokens are 256-bit random secrets of
+//! which only the SHA-256 is stored, so a copied database yields no usable
+//! credential.
+
+use crate::store::{now, tx_db, Audit, Class, Store};
+use crate::Error;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A user's role (seed 000 §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including users, tokens, support access and lifecycle.
+    Admin,
+    /// Data, evaluations, pack approvals and the audit log.
+    RegulatoryManager,
+    /// Data and evaluations.
+    Editor,
+    /// Reads only.
+    Viewer,
+    /// Reads, locks and the audit log; changes nothing.
+    Auditor,
+}
+
+/// Every role, for listings and tests.
+pub const ROLES: [Role; 5] = [
+    Role::Admin,
+    Role::RegulatoryManager,
+    Role::Editor,
+    Role::Viewer,
+    Role::Auditor,
+];
+
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Read entities, documents, search, evaluations, locks, packs, status.
+    Read,
+    /// Create, change and delete entities, documents and relationships.
+    Write,
+    /// Run evaluations (which write Compliance Locks).
+    Evaluate,
+    /// Approve or reject pack changes.
+    ApprovePacks,
+    /// Read and verify the audit log.
+    ReadAudit,
+    /// Users, tokens, support access and the lifecycle state.
+    Admin,
+}
+
+impl Role {
+    /// Whether this role grants `p`.
+    pub fn allows(self, p: Permission) -> bool {
+        use Permission as P;
+        match self {
+            Role::Admin => true,
+            Role::RegulatoryManager => !matches!(p, P::Admin),
+            Role::Editor => matches!(p, P::Read | P::Write | P::Evaluate),
+            Role::Viewer => matches!(p, P::Read),
+            Role::Auditor => matches!(p, P::Read | P::ReadAudit),
+        }
+    }
+
+    /// The role's name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::RegulatoryManager => "regulatory_manager",
+            Role::Editor => "editor",
+            Role::Viewer => "viewer",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        ROLES.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown role {s:?}; use admin, regulatory_manager, editor, viewer or auditor"
+            ))
+        })
+    }
+}
+
+/// Who is acting and from where; recorded with every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Actor {
+    /// User name (`cli` for the local command line).
+    pub name: String,
+    /// The role the caller acts in.
+    pub role: Role,
+    /// Where the request came from (`cli`, or the client address).
+    pub origin: String,
+    /// The token used, when authenticated by token.
+    pub token: Option<String>,
+}
+
+impl Actor {
+    /// The local command line: whoever can open the data directory is its administrator.
+    pub fn cli() -> Actor {
+        Actor {
+            name: "cli".into(),
+            role: Role::Admin,
+            origin: "cli".into(),
+            token: None,
+        }
+    }
+
+    /// Fails with a clear message unless the role grants `p`.
+    pub fn require(&self, p: Permission) -> Result<(), Error> {
+        if self.role.allows(p) {
+            Ok(())
+        } else {
+            Err(Error::Denied(format!(
+                "{} (role {}) may not do this: it needs the {:?} permission; ask an administrator",
+                self.name,
+                self.role.as_str(),
+                p
+            )))
+        }
+    }
+}
+
+/// A stored user (never the password hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// When created.
+    pub created_at: String,
+    /// Whether sign-in is refused.
+    pub disabled: bool,
+}
+
+/// A token as listed (never the secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    /// Token id (for revocation).
+    pub id: String,
+    /// `api`, `session` or `support`.
+    pub kind: String,
+    /// What it is for.
+    pub label: String,
+    /// The user it acts as.
+    pub user: String,
+    /// Its role.
+    pub role: Role,
+    /// When created.
+    pub created_at: String,
+    /// When it stops working, if ever.
+    pub expires_at: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
+}
+
+/// A newly issued token: the secret is shown once and never stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedToken {
+    /// Token id.
+    pub id: String,
+    /// The bearer secret.
+    pub secret: String,
+    /// When it expires.
+    pub expires_at: Option<String>,
+    /// Its role.
+    pub role: Role,
+}
+
+const MIN_PASSWORD: usize = 12;
+/// Sessions last a working day.
+const SESSION_HOURS: i64 = 12;
+/// Support access is granted for at most three days at a time.
+pub const MAX_SUPPORT_HOURS: i64 = 72;
+
+fn random_hex(bytes: usize) -> Result<String, Error> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::getrandom(&mut buf)
+        .map_err(|e| Error::DataDir(format!("the system random generator failed: {e}")))?;
+    Ok(hex::encode(buf))
+}
+
+/// A fresh random identifier with a prefix, e.g. `prod-3f9a0c1d`.
+pub(crate) fn new_id(prefix: &str) -> Result<String, Error> {
+    Ok(format!("{prefix}-{}", random_hex(5)?))
+}
+
+fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn hours_from_now(hours: i64) -> Result<String, Error> {
+    let t = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(hours))
+        .map_err(|e| Error::Invalid(format!("expiry of {hours} hours: {e}")))?;
+    Ok(jiff::Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string())
+}
+
+fn valid_user_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+    if ok && name != "cli" {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "user name {name:?} must be 1-64 letters, digits or . _ - @ (and not \"cli\")"
+        )))
+    }
+}
+
+impl Store {
+    /// Creates a user; the password must be at least 12 characters.
+    pub fn create_user(
+        &mut self,
+        actor: &Actor,
+        name: &str,
+        role: Role,
+        password: &str,
+    ) -> Result<User, Error> {
+        actor.require(Permission::Admin)?;
+        valid_user_name(name)?;
+        if password.chars().count() < MIN_PASSWORD {
+            return Err(Error::Invalid(format!(
+                "the password must have at least {MIN_PASSWORD} characters"
+            )));
+        }
+        let salt = SaltString::encode_b64(random_hex(16)?.as_bytes())
+            .map_err(|e| Error::Invalid(format!("password salt: {e}")))?;
+        let hash = Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|e| Error::Invalid(format!("hashing the password failed: {e}")))?
+            .to_string();
+        let at = now();
+        let user = User {
+            name: name.to_string(),
+            role,
+            created_at: at.clone(),
+            disabled: false,
+        };
+        let w = self.write(actor, Class::Admin, |tx| {
+            let exists: bool = tx
+                .query_row(
+                    "SELECT EXISTS(SELECT 1 FROM users WHERE name = ?1)",
+                    [name],
+                    |r| r.get(0),
+                )
+                .map_err(tx_db)?;
+            if exists {
+                return Err(Error::Conflict(format!("user {name:?} already exists")));
+            }
+            tx.execute(
+                "INSERT INTO users (name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, role.as_str(), hash, at],
+            )
+            .map_err(tx_db)?;
+            Ok((
+                user,
+                vec![Audit {
+                    action: "user.create",
+                    target: name.to_string(),
+                    detail: serde_json::json!({ "role": role.as_str() }),
+                }],
+                vec![],
+            ))
+        })?;
+        Ok(w.value)
+    }
+
+    /// Every user.
+    pub fn users(&self) -> Result<Vec<User>, Error> {
+        let mut stmt = self
+            .conn()
+            .prepare("SELECT name, role, created_at, disabled FROM users ORDER BY name")
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, bool>(3)?,
+                ))
+            })
+            .map_err(self.db())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, role, created_at, disabled) = row.map_err(self.db())?;
+            out.push(User {
+                name,
+                role: role.parse()?,
+                created_at,
+                disabled,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Checks a password and opens a session (works in every lifecycle state,
+    /// so a suspended spoke can still be read).
+    pub fn login(
+        &mut self,
+        name: &str,
+        password: &str,
+        origin: &str,
+    ) -> Result<IssuedToken, Error> {
+        let denied = || Error::Unauthenticated("wrong user name or password".into());
+        let row: Option<(String, String, bool)> = self
+            .conn()
+            .query_row(
+                "SELECT role, password_hash, disabled FROM users WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(self.db())?;
+        let Some((role, hash, disabled)) = row else {
+            return Err(denied());
+        };
+        let parsed = PasswordHash::new(&hash).map_err(|_| denied())?;
+        if Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_err()
+        {
+            return Err(denied());
+        }
+        if disabled {
+            return Err(Error::Unauthenticated(format!(
+                "user {name:?} is disabled; ask an administrator"
+            )));
+        }
+        let actor = Actor {
+            name: name.to_string(),
+            role: role.parse()?,
+            origin: origin.to_string(),
+            token: None,
+        };
+        self.issue(
+            &actor,
+            "session",
+            "sign-in",
+            name,
+            actor.role,
+            Some(SESSION_HOURS),
+        )
+    }
+
+    /// Issues an API token for `user` (admin only); `hours` None never expires.
+    pub fn create_token(
+        &mut self,
+        actor: &Actor,
+        user: &str,
+        label: &str,
+        hours: Option<i64>,
+    ) -> Result<IssuedToken, Error> {
+        actor.require(Permission::Admin)?;
+        let role = self.user_role(user)?;
+        if let Some(h) = hours {
+            if h <= 0 {
+                return Err(Error::Invalid(
+                    "token lifetime must be positive hours".into(),
+                ));
+            }
+        }
+        self.issue(actor, "api", label, user, role, hours)
+    }
+
+    /// Grants time-limited, read-only support access (admin only, at most
+    /// [`MAX_SUPPORT_HOURS`]); the grant and its revocation are audit-logged.
+    pub fn grant_support(
+        &mut self,
+        actor: &Actor,
+        grantee: &str,
+        hours: i64,
+    ) -> Result<IssuedToken, Error> {
+        actor.require(Permission::Admin)?;
+        valid_user_name(grantee)?;
+        if !(1..=MAX_SUPPORT_HOURS).contains(&hours) {
+            return Err(Error::Invalid(format!(
+                "support access is granted for 1 to {MAX_SUPPORT_HOURS} hours, not {hours}"
+            )));
+        }
+        self.issue(
+            actor,
+            "support",
+            "support access",
+            &format!("support:{grantee}"),
+            Role::Viewer,
+            Some(hours),
+        )
+    }
+
+    fn user_role(&self, user: &str) -> Result<Role, Error> {
+        let role: Option<String> = self
+            .conn()
+            .query_row("SELECT role FROM users WHERE name = ?1", [user], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.db())?;
+        role.ok_or_else(|| {
+            Error::NotFound(format!(
+                "no user {user:?}; create it with `spoke users add`"
+            ))
+        })?
+        .parse()
+    }
+
+    fn issue(
+        &mut self,
+        actor: &Actor,
+        kind: &'static str,
+        label: &str,
+        user: &str,
+        role: Role,
+        hours: Option<i64>,
+    ) -> Result<IssuedToken, Error> {
+        if label.is_empty() || label.len() > 200 {
+            return Err(Error::Invalid("a token label is 1-200 characters".into()));
+        }
+        let id = new_id("tok")?;
+        let secret = format!("sk_{}", random_hex(32)?);
+        let expires_at = hours.map(hours_from_now).transpose()?;
+        let issued = IssuedToken {
+            id: id.clone(),
+            secret: secret.clone(),
+            expires_at: expires_at.clone(),
+            role,
+        };
+        let w = self.write(actor, Class::Admin, |tx| {
+            tx.execute(
+                "INSERT INTO tokens (id, kind, label, user_name, role, secret_hash, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![id, kind, label, user, role.as_str(), secret_hash(&secret), now(), expires_at],
+            )
+            .map_err(tx_db)?;
+            Ok((
+                issued,
+                vec![Audit {
+                    action: match kind {
+                        "session" => "session.create",
+                        "support" => "support.grant",
+                        _ => "token.create",
+                    },
+                    target: id.clone(),
+                    detail: serde_json::json!({ "user": user, "role": role.as_str(), "label": label, "expires_at": expires_at }),
+                }],
+                vec![],
+            ))
+        })?;
+        Ok(w.value)
+    }
+
+    /// Revokes a token, session or support grant. Admins may revoke any;
+    /// others only their own (signing out).
+    pub fn revoke_token(&mut self, actor: &Actor, id: &str) -> Result<(), Error> {
+        let owner: Option<(String, Option<String>)> = self
+            .conn()
+            .query_row(
+                "SELECT user_name, revoked_at FROM tokens WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.db())?;
+        let Some((owner, revoked)) = owner else {
+            return Err(Error::NotFound(format!("no token {id:?}")));
+        };
+        if owner != actor.name {
+            actor.require(Permission::Admin)?;
+        }
+        if revoked.is_some() {
+            return Ok(());
+        }
+        self.write(actor, Class::Admin, |tx| {
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1",
+                params![id, now()],
+            )
+            .map_err(tx_db)?;
+            Ok((
+                (),
+                vec![Audit {
+                    action: "token.revoke",
+                    target: id.to_string(),
+                    detail: serde_json::json!({ "user": owner }),
+                }],
+                vec![],
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// Every token (never secrets), newest first.
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>, Error> {
+        let mut stmt = self
+            .conn()
+            .prepare(
+                "SELECT id, kind, label, user_name, role, created_at, expires_at, revoked_at
+                 FROM tokens ORDER BY created_at DESC, id",
+            )
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                ))
+            })
+            .map_err(self.db())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, label, user, role, created_at, expires_at, revoked_at) =
+                row.map_err(self.db())?;
+            out.push(TokenInfo {
+                id,
+                kind,
+                label,
+                user,
+                role: role.parse()?,
+                created_at,
+                expires_at,
+                revoked_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The actor a bearer secret stands for, if it is valid, unexpired and unrevoked.
+    pub fn authenticate(&self, secret: &str, origin: &str) -> Result<Actor, Error> {
+        let denied = |why: &str| {
+            Error::Unauthenticated(format!(
+                "{why}; sign in again or ask an administrator for a token"
+            ))
+        };
+        let row: Option<(
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<bool>,
+        )> = self
+            .conn()
+            .query_row(
+                "SELECT t.id, t.user_name, t.role, t.expires_at, t.revoked_at, u.disabled
+                 FROM tokens t LEFT JOIN users u ON u.name = t.user_name
+                 WHERE t.secret_hash = ?1",
+                [secret_hash(secret)],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.db())?;
+        let Some((id, user, role, expires, revoked, disabled)) = row else {
+            return Err(denied("unknown token"));
+        };
+        if revoked.is_some() {
+            return Err(denied("this token was revoked"));
+        }
+        if let Some(exp) = expires {
+            let exp: jiff::Timestamp = exp
+                .parse()
+                .map_err(|_| denied("this token has an unreadable expiry"))?;
+            if exp <= jiff::Timestamp::now() {
+                return Err(denied("this token has expired"));
+            }
+        }
+        if disabled == Some(true) {
+            return Err(denied("this user is disabled"));
+        }
+        Ok(Actor {
+            name: user,
+            role: role.parse()?,
+            origin: origin.to_string(),
+            token: Some(id),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_matrix_is_least_privilege() {
+        use Permission as P;
+        for p in [
+            P::Read,
+            P::Write,
+            P::Evaluate,
+            P::ApprovePacks,
+            P::ReadAudit,
+            P::Admin,
+        ] {
+            assert!(Role::Admin.allows(p));
+        }
+        assert!(!Role::RegulatoryManager.allows(P::Admin));
+        assert!(Role::RegulatoryManager.allows(P::ApprovePacks));
+        assert!(!Role::Editor.allows(P::ApprovePacks));
+        assert!(!Role::Editor.allows(P::ReadAudit));
+        assert!(!Role::Viewer.allows(P::Write));
+        assert!(Role::Auditor.allows(P::ReadAudit));
+        assert!(!Role::Auditor.allows(P::Evaluate));
+    }
+
+    #[test]
+    fn users_sessions_tokens_and_support_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let admin = Actor::cli();
+        assert!(matches!(
+            s.create_user(&admin, "alice", Role::Editor, "short"),
+            Err(Error::Invalid(_))
+        ));
+        s.create_user(&admin, "alice", Role::Editor, "correct horse battery")
+            .unwrap();
+        assert!(matches!(
+            s.create_user(&admin, "alice", Role::Viewer, "correct horse battery"),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            s.login("alice", "wrong password!!", "test"),
+            Err(Error::Unauthenticated(_))
+        ));
+        let session = s.login("alice", "correct horse battery", "test").unwrap();
+        let alice = s.authenticate(&session.secret, "10.0.0.1").unwrap();
+        assert_eq!((alice.name.as_str(), alice.role), ("alice", Role::Editor));
+        assert!(matches!(
+            s.create_user(&alice, "bob", Role::Admin, "correct horse battery"),
+            Err(Error::Denied(_))
+        ));
+        s.revoke_token(&alice, &session.id).unwrap();
+        assert!(s.authenticate(&session.secret, "x").is_err());
+
+        let support = s.grant_support(&admin, "vendor-ops", 4).unwrap();
+        assert!(s.grant_support(&admin, "vendor-ops", 100).is_err());
+        let who = s.authenticate(&support.secret, "x").unwrap();
+        assert_eq!(who.role, Role::Viewer);
+        let actions: Vec<String> = s
+            .audit_entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.entry.action)
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "user.create",
+                "session.create",
+                "token.revoke",
+                "support.grant"
+            ]
+        );
+        let stored: String = s
+            .conn()
+            .query_row("SELECT group_concat(secret_hash) FROM tokens", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(
+            !stored.contains(&support.secret),
+            "secrets are never stored"
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! [`Appliance`]: the store, the object store and the search index opened
+//! together, so every change to searchable data reaches the index right
+//! after its transaction commits, and an index left behind by a crash is
+//! rebuilt at open.
+
+use crate::auth::{Actor, Permission};
+use crate::compliance::Compiled;
+use crate::entities::{Entity, EntityInput, EntityKind, Relationship};
+use crate::objects::ObjectStore;
+use crate::store::{now, Audit, Class, Store};
+use crate::{DataDir, Error, Lifecycle};
+use std::time::Instant;
+
+/// The spoke's stores and compliance core behind one handle.
+pub struct Appliance {
+    pub(crate) dir: DataDir,
+    pub(crate) store: Store,
+    pub(crate) objects: ObjectStore,
+    pub(crate) index: search::Index,
+    pub(crate) max_upload: u64,
+    pub(crate) program: Option<Compiled>,
+}
+
+/// The result of a deep health check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    /// Whether every check passed.
+    pub ok: bool,
+    /// Each check: name, passed, detail.
+    pub checks: Vec<(String, bool, String)>,
+    /// Milliseconds the checks took.
+    pub millis: u64,
+}
+
+impl Appliance {
+    /// Opens the data directory's stores; rebuilds the search index if it
+    /// does not match the database (first start, crash, or deletion).
+    pub fn open(dir: &DataDir) -> Result<Appliance, Error> {
+        dir.check_initialised()?;
+        let store = Store::open(&dir.database())?;
+        let index = search::Index::open(&dir.search_index())?;
+        let mut a = Appliance {
+            dir: dir.clone(),
+            store,
+            objects: ObjectStore::new(dir.objects()),
+            index,
+            max_upload: crate::documents::DEFAULT_MAX_UPLOAD,
+            program: None,
+        };
+        if a.index.generation() != Some(a.store.generation()?) {
+            tracing::info!("search index out of step with the database; rebuilding");
+            a.reindex()?;
+        }
+        Ok(a)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &DataDir {
+        &self.dir
+    }
+
+    /// The database, for reads and for administration (users, tokens).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The database, mutable (users, tokens, sessions, bundle records).
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Sets the upload cap in bytes.
+    pub fn set_max_upload(&mut self, bytes: u64) {
+        self.max_upload = bytes;
+    }
+
+    /// The upload cap in bytes.
+    pub fn max_upload(&self) -> u64 {
+        self.max_upload
+    }
+
+    fn doc_for(&self, kind: &str, id: &str) -> Result<Option<search::Doc>, Error> {
+        if kind == "entity" {
+            let Some(e) = found(self.store.entity(id))? else {
+                return Ok(None);
+            };
+            Ok(Some(entity_doc(&e)))
+        } else {
+            let Some(d) = found(self.store.document(id))? else {
+                return Ok(None);
+            };
+            let mut tags = vec![format!("doc:{}", d.kind)];
+            if let Some(e) = &d.entity {
+                tags.push(format!("entity:{e}"));
+            }
+            Ok(Some(search::Doc {
+                id: format!("document:{}", d.id),
+                kind: "document".into(),
+                title: d.filename,
+                body: self.store.document_text(id)?,
+                tags,
+            }))
+        }
+    }
+
+    /// Brings the index up to the committed generation for what a write touched.
+    pub(crate) fn after_write(
+        &mut self,
+        touched: &[(String, String)],
+        generation: u64,
+    ) -> Result<(), Error> {
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        for (kind, id) in touched {
+            match self.doc_for(kind, id)? {
+                Some(doc) => upserts.push(doc),
+                None => deletes.push(format!("{kind}:{id}")),
+            }
+        }
+        self.index.apply(&upserts, &deletes, generation)?;
+        Ok(())
+    }
+
+    /// Rebuilds the search index from the database; returns documents indexed.
+    pub fn reindex(&mut self) -> Result<u64, Error> {
+        let generation = self.store.generation()?;
+        let mut docs = Vec::new();
+        for e in self.store.entities(None, usize::MAX >> 1, 0)? {
+            docs.push(entity_doc(&e));
+        }
+        for d in self.store.documents(None)? {
+            if let Some(doc) = self.doc_for("document", &d.id)? {
+                docs.push(doc);
+            }
+        }
+        Ok(self.index.rebuild(docs, generation)?)
+    }
+
+    /// Full-text search (BM25) with filters.
+    pub fn search(
+        &self,
+        actor: &Actor,
+        query: &str,
+        filter: &search::Filter,
+        limit: usize,
+    ) -> Result<Vec<search::Hit>, Error> {
+        actor.require(Permission::Read)?;
+        let mut hits = self.index.search(query, filter, limit)?;
+        for h in &mut hits {
+            if let Some((_, id)) = h.id.split_once(':') {
+                h.id = id.to_string();
+            }
+        }
+        Ok(hits)
+    }
+
+    /// Creates (`replace` None) or replaces an entity.
+    pub fn put_entity(
+        &mut self,
+        actor: &Actor,
+        input: EntityInput,
+        replace: Option<&str>,
+    ) -> Result<Entity, Error> {
+        let w = self.store.put_entity(actor, input, replace)?;
+        self.after_write(&w.touched, w.generation)?;
+        Ok(w.value)
+    }
+
+    /// Deletes an entity.
+    pub fn delete_entity(&mut self, actor: &Actor, id: &str) -> Result<(), Error> {
+        let w = self.store.delete_entity(actor, id)?;
+        self.after_write(&w.touched, w.generation)
+    }
+
+    /// Adds a relationship.
+    pub fn relate(&mut self, actor: &Actor, r: &Relationship) -> Result<(), Error> {
+        self.store.relate(actor, r)
+    }
+
+    /// Every product id, for evaluating them all.
+    pub fn product_ids(&self) -> Result<Vec<String>, Error> {
+        Ok(self
+            .store
+            .entities(Some(EntityKind::Product), usize::MAX >> 1, 0)?
+            .into_iter()
+            .map(|e| e.id)
+            .collect())
+    }
+
+    /// Changes the lifecycle state (admin only). Leaving LEGAL_HOLD needs a
+    /// reason (the legal clearance reference).
+    pub fn set_lifecycle(
+        &mut self,
+        actor: &Actor,
+        to: Lifecycle,
+        reason: &str,
+    ) -> Result<Lifecycle, Error> {
+        actor.require(Permission::Admin)?;
+        let from = self.store.lifecycle()?;
+        if from == Lifecycle::LegalHold && to != Lifecycle::LegalHold && reason.trim().is_empty() {
+            return Err(Error::Invalid(
+                "leaving LEGAL_HOLD needs the legal clearance as the reason".into(),
+            ));
+        }
+        self.store.write(actor, Class::Admin, |tx| {
+            tx.execute(
+                "UPDATE settings SET value = ?1 WHERE key = 'lifecycle'",
+                [to.as_str()],
+            )
+            .map_err(crate::store::tx_db)?;
+            Ok((
+                (),
+                vec![Audit {
+                    action: "lifecycle.set",
+                    target: to.as_str().into(),
+                    detail: serde_json::json!({ "from": from.as_str(), "reason": reason, "at": now() }),
+                }],
+                vec![],
+            ))
+        })?;
+        Ok(to)
+    }
+
+    /// Row counts per table, for metrics and status (numbers only, never content).
+    pub fn counts(&self) -> Result<Vec<(String, i64)>, Error> {
+        [
+            "entities",
+            "components",
+            "edges",
+            "documents",
+            "evaluations",
+            "locks",
+            "audit_log",
+            "users",
+            "tokens",
+            "bundles",
+        ]
+        .into_iter()
+        .map(|t| {
+            let n: i64 = self
+                .store
+                .conn()
+                .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+                .map_err(self.store.db())?;
+            Ok((t.to_string(), n))
+        })
+        .collect()
+    }
+
+    /// What `/api/v1/status` and `spoke status` report.
+    pub fn status(&self) -> Result<serde_json::Value, Error> {
+        let packs: Vec<String> = self
+            .store
+            .active_packs()?
+            .into_iter()
+            .map(|b| format!("{}@{}", b.name, b.version))
+            .collect();
+        let counts: serde_json::Map<String, serde_json::Value> = self
+            .counts()?
+            .into_iter()
+            .map(|(t, n)| (t, n.into()))
+            .collect();
+        Ok(serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "lifecycle": self.store.lifecycle()?,
+            "kernel_build": kernel::kernel_build(),
+            "vm_version": kernel::VM_VERSION,
+            "active_packs": packs,
+            "counts": counts,
+            "search_generation": self.index.generation(),
+            "max_upload_bytes": self.max_upload,
+        }))
+    }
+
+    /// Store checks for `/health/deep`: database integrity, audit chain,
+    /// index in step, every document's object present and intact.
+    pub fn deep_health(&self) -> Health {
+        let start = Instant::now();
+        let mut checks = Vec::new();
+        let integrity: Result<String, _> =
+            self.store
+                .conn()
+                .query_row("PRAGMA quick_check", [], |r| r.get(0));
+        checks.push(match integrity {
+            Ok(s) => ("database".into(), s == "ok", s),
+            Err(e) => ("database".into(), false, e.to_string()),
+        });
+        checks.push(match self.store.audit_verify() {
+            Ok(v) => ("audit_chain".into(), true, format!("{} entries", v.entries)),
+            Err(e) => ("audit_chain".into(), false, e.to_string()),
+        });
+        let generation = self.store.generation().ok();
+        checks.push((
+            "search_index".into(),
+            generation.is_some() && self.index.generation() == generation,
+            format!(
+                "index {:?}, database {:?}",
+                self.index.generation(),
+                generation
+            ),
+        ));
+        checks.push(match self.store.documents(None) {
+            Ok(docs) => {
+                let bad: Vec<String> = docs
+                    .iter()
+                    .filter(|d| !self.objects.check(&d.sha256))
+                    .map(|d| d.id.clone())
+                    .collect();
+                (
+                    "objects".into(),
+                    bad.is_empty(),
+                    if bad.is_empty() {
+                        format!("{} documents intact", docs.len())
+                    } else {
+                        format!("missing or corrupt: {}", bad.join(", "))
+                    },
+                )
+            }
+            Err(e) => ("objects".into(), false, e.to_string()),
+        });
+        Health {
+            ok: checks.iter().all(|c| c.1),
+            checks,
+            millis: start.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+/// `Ok(None)` for a row that is gone.
+fn found<T>(r: Result<T, Error>) -> Result<Option<T>, Error> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn entity_doc(e: &Entity) -> search::Doc {
+    let mut body = Vec::new();
+    for c in &e.components {
+        body.push(c.substance.clone());
+        body.extend(c.cas.clone());
+        body.extend(c.ec.clone());
+    }
+    body.extend(e.cas.clone());
+    body.extend(e.category.clone());
+    let mut tags: Vec<String> = e.markets.iter().map(|m| format!("market:{m}")).collect();
+    tags.extend(e.category.iter().map(|c| format!("category:{c}")));
+    search::Doc {
+        id: format!("entity:{}", e.id),
+        kind: e.kind.as_str().into(),
+        title: e.name.clone(),
+        body: body.join("\n"),
+        tags,
+    }
+}
