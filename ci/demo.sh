@@ -53,4 +53,46 @@ $spoke inventory --data "$out/spoke" --out "$out/inventory.json"
 $hub export --repo "$out/repo" --to "$out/usb-delta" --have "$out/inventory.json"
 $spoke import --data "$out/spoke" "$out/usb-delta"
 
-printf '\ndemo complete: %s\n' "$out"
+data="$out/spoke"
+step "spoke: sample products (compliant, non-compliant, incomplete), a supplier, a substance and a safety report"
+$spoke entity add --data "$data" bundles/examples/samples/products.json
+$spoke entity relate --data "$data" acme-chemicals supplies salicylic-acid
+$spoke doc add --data "$data" --kind cpsr --entity hydra-serum --expires 2030-12-31 bundles/examples/samples/hydra-serum-cpsr.txt
+
+step "spoke: evaluate every product with the compliance kernel (each result pinned by a Compliance Lock)"
+$spoke eval --data "$data" --all
+
+step "spoke: the Compliance Lock behind Hydra Serum, and a byte-identical replay"
+lock=$($spoke locks --data "$data" --product hydra-serum --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+$spoke locks --data "$data" --show "$lock" --json | python3 -c '
+import json, sys
+l = json.load(sys.stdin)
+c = l["content"]
+print("lock", l["id"], "verdict", l["verdict"])
+print("kernel", c["kernel_build"], "as of", c["as_of"])
+for p in c["packs"]: print("  pack ", p["name"], p["version"], p["cid"])
+for t in c["tables"]: print("  table", t["table"], "sha256:" + t["sha256"][:16] + "...")'
+$spoke eval --data "$data" --replay "$lock" > "$out/replay.json"
+
+step "spoke: search and where-used"
+$spoke search --data "$data" "salicylic acid"
+$spoke entity where-used --data "$data" 69-72-7
+$spoke audit verify --data "$data"
+
+step "spoke: serve the API over HTTPS (certificate made at init) and use it"
+printf 'demo-admin-passphrase\n' | $spoke users add --data "$data" --name admin --role admin
+$spoke serve --data "$data" --addr 127.0.0.1:0 --json > "$out/serve.log" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q listening "$out/serve.log" 2>/dev/null && break; sleep 0.1; done
+url=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["listening"])' "$out/serve.log")
+api() { curl -sS --fail-with-body --cacert "$data/tls/cert.pem" "$@"; echo; }
+token=$(api -X POST "$url/api/v1/session" -H 'content-type: application/json' \
+  -d '{"user": "admin", "password": "demo-admin-passphrase"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
+api "$url/health"
+api -H "authorization: Bearer $token" "$url/api/v1/status"
+api -H "authorization: Bearer $token" "$url/api/v1/search?q=paraben&kind=product"
+api -H "authorization: Bearer $token" "$url/api/v1/evaluations?limit=3"
+kill $server; wait $server 2>/dev/null || true
+
+printf '\ndemo complete: %s\nserve it again with: %s serve --data %s --addr 127.0.0.1:8443\n' "$out" "$spoke" "$data"

@@ -1,8 +1,8 @@
 //! The `spoke` command line.
 
-use crate::{identity, Error};
+use crate::{identity, work, Error};
 use agent::{Registry, VerifiedBundle};
-use appliance::{DataDir, InstalledBundle, Store};
+use appliance::{Actor, Appliance, DataDir, InstalledBundle, Store};
 use bundles::chunks::ChunkStore;
 use bundles::medium::{Inventory, INVENTORY_FORMAT};
 use bundles::verify::TrustState;
@@ -74,6 +74,227 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Products, substances and suppliers.
+    Entity {
+        #[command(subcommand)]
+        command: EntityCommand,
+    },
+    /// Documents.
+    Doc {
+        #[command(subcommand)]
+        command: DocCommand,
+    },
+    /// Full-text search (BM25) over entities and documents.
+    Search {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Only this kind (product, substance, supplier, document).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only hits with this tag (e.g. market:EU); repeatable.
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Most hits.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// What to look for.
+        query: String,
+    },
+    /// Evaluate products against the installed packs (writes Compliance Locks),
+    /// or replay a lock and check its result is byte-identical.
+    Eval {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Evaluate every product.
+        #[arg(long, conflicts_with_all = ["products", "replay"])]
+        all: bool,
+        /// Replay this Compliance Lock; prints the replayed result exactly and
+        /// fails unless it is byte-identical to the stored one.
+        #[arg(long, conflicts_with = "products")]
+        replay: Option<String>,
+        /// Product ids.
+        products: Vec<String>,
+    },
+    /// List Compliance Locks, or show one.
+    Locks {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Only this product's.
+        #[arg(long)]
+        product: Option<String>,
+        /// Show this lock in full.
+        #[arg(long)]
+        show: Option<String>,
+    },
+    /// Rebuild the search index from the database.
+    Reindex {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Local users and API tokens.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Show or change the lifecycle state (ACTIVE, SUSPENDED, LEGAL_HOLD).
+    Lifecycle {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// New state.
+        #[arg(long)]
+        set: Option<String>,
+        /// Why (required to leave LEGAL_HOLD).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Version, lifecycle, kernel build, active packs and counts.
+    Status {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Serve the REST API (HTTPS with the spoke's certificate; plain HTTP only on loopback).
+    Serve {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Address to listen on (port 0 picks a free port; the URL is printed).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        addr: std::net::SocketAddr,
+        /// Plain HTTP (development; loopback addresses only).
+        #[arg(long)]
+        http: bool,
+        /// Requests per second per client address (0 disables the limit).
+        #[arg(long, default_value_t = 50)]
+        rate_limit: u32,
+        /// Largest document upload in bytes.
+        #[arg(long, default_value_t = appliance::documents::DEFAULT_MAX_UPLOAD)]
+        max_upload: u64,
+    },
+}
+
+/// `spoke entity …`.
+#[derive(Debug, Subcommand)]
+pub enum EntityCommand {
+    /// Add entities from a JSON file (one object or an array; `-` for stdin).
+    Add {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The file.
+        file: PathBuf,
+    },
+    /// List entities.
+    List {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Show one entity with its documents and latest evaluation.
+    Show {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Entity id.
+        id: String,
+    },
+    /// Products using a substance (by CAS), through sub-formulations too.
+    WhereUsed {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// CAS number.
+        cas: String,
+    },
+    /// Relate two entities: `contains` (product, sub-formulation) or `supplies`.
+    Relate {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// From.
+        src: String,
+        /// contains or supplies.
+        rel: String,
+        /// To.
+        dst: String,
+    },
+}
+
+/// `spoke doc …`.
+#[derive(Debug, Subcommand)]
+pub enum DocCommand {
+    /// Add a document (PDF or plain text).
+    Add {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Document kind, e.g. cpsr, sds, coa.
+        #[arg(long)]
+        kind: String,
+        /// Entity it belongs to.
+        #[arg(long)]
+        entity: Option<String>,
+        /// Expiry date (YYYY-MM-DD).
+        #[arg(long)]
+        expires: Option<String>,
+        /// The file.
+        file: PathBuf,
+    },
+    /// List documents.
+    List {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Only this entity's.
+        #[arg(long)]
+        entity: Option<String>,
+    },
+}
+
+/// `spoke users …`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user; the password is read from standard input (first line).
+    Add {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Login name.
+        #[arg(long)]
+        name: String,
+        /// admin, regulatory_manager, editor, viewer or auditor.
+        #[arg(long)]
+        role: String,
+    },
+    /// List users.
+    List {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Issue an API token for a user (the secret is printed once).
+    Token {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The user the token acts as.
+        #[arg(long)]
+        user: String,
+        /// What it is for.
+        #[arg(long)]
+        label: String,
+        /// Lifetime in hours (never expires when absent).
+        #[arg(long)]
+        hours: Option<i64>,
+    },
 }
 
 /// `spoke audit …`.
@@ -94,14 +315,31 @@ pub enum AuditCommand {
 }
 
 /// The appliance store seen through the agent's [`Registry`] trait.
-struct StoreRegistry(Store);
+struct StoreRegistry {
+    store: Store,
+    payloads: PathBuf,
+}
 
 impl Registry for StoreRegistry {
     fn has(&self, cid: &str) -> Result<bool, String> {
-        self.0.has_bundle(cid).map_err(|e| e.to_string())
+        self.store.has_bundle(cid).map_err(|e| e.to_string())
     }
 
     fn record(&mut self, bundles: &[VerifiedBundle]) -> Result<(), String> {
+        let mut tables = Vec::new();
+        for b in bundles
+            .iter()
+            .filter(|b| b.published.kind.as_str() == "pack")
+        {
+            tables.extend(
+                appliance::compliance::read_pack_tables(
+                    &self.payloads.join(b.published.sha256()),
+                    &b.published.cid,
+                    &b.published.name,
+                )
+                .map_err(|e| e.to_string())?,
+            );
+        }
         let now = jiff_now();
         let rows: Vec<InstalledBundle> = bundles
             .iter()
@@ -115,8 +353,8 @@ impl Registry for StoreRegistry {
                 installed_at: now.clone(),
             })
             .collect();
-        self.0
-            .record_bundles(&rows, "cli", "cli")
+        self.store
+            .record_bundles(&rows, &tables, &Actor::cli())
             .map_err(|e| e.to_string())
     }
 }
@@ -125,7 +363,11 @@ fn jiff_now() -> String {
     jiff::Timestamp::now().to_string()
 }
 
-fn out<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> Result<(), Error> {
+pub(crate) fn out<T: Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> Result<(), Error> {
     if json {
         println!(
             "{}",
@@ -174,6 +416,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             bundles::fsutil::create_private_dir(&d.staging())?;
             let public = identity::create(&d.identity_dir())?;
             Store::open(&d.database())?;
+            api::tls::ensure(&d.tls_dir(), &[])?;
             bundles::fsutil::atomic_write(
                 &d.marker(),
                 serde_json::to_string_pretty(
@@ -203,7 +446,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let d = DataDir::new(&data);
             d.check_initialised()?;
             let age = identity::age_identity(&d.identity_dir())?;
-            let mut registry = StoreRegistry(Store::open(&d.database())?);
+            let mut registry = StoreRegistry {
+                store: Store::open(&d.database())?,
+                payloads: d.payloads(),
+            };
             let report = agent::import(
                 &agent_paths(&d),
                 &medium,
@@ -316,5 +562,103 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 |_| format!("wrote {} chunk ids to {}", inv.chunks.len(), file.display()),
             )
         }
+        Command::Entity { command } => work::entity(json, command),
+        Command::Doc { command } => work::doc(json, command),
+        Command::Search {
+            data,
+            kind,
+            tag,
+            limit,
+            query,
+        } => {
+            let a = open(&data)?;
+            let filter = search::Filter { kind, tags: tag };
+            let hits = a.search(&Actor::cli(), &query, &filter, limit)?;
+            out(json, &hits, |hs| {
+                if hs.is_empty() {
+                    return format!("nothing found for {query:?}");
+                }
+                hs.iter()
+                    .map(|h| {
+                        format!(
+                            "{:7.3} {:9} {:24} {}\n        {}",
+                            h.score, h.kind, h.id, h.title, h.snippet
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::Eval {
+            data,
+            all,
+            replay,
+            products,
+        } => work::eval(json, &data, all, replay, products),
+        Command::Locks {
+            data,
+            product,
+            show,
+        } => work::locks(json, &data, product, show),
+        Command::Reindex { data } => {
+            let mut a = open(&data)?;
+            let n = a.reindex()?;
+            out(json, &serde_json::json!({ "indexed": n }), |_| {
+                format!("search index rebuilt: {n} documents")
+            })
+        }
+        Command::Users { command } => work::users(json, command),
+        Command::Lifecycle { data, set, reason } => {
+            let mut a = open(&data)?;
+            let state = match set {
+                Some(s) => a.set_lifecycle(&Actor::cli(), s.parse()?, &reason)?,
+                None => a.store().lifecycle()?,
+            };
+            out(json, &serde_json::json!({ "state": state }), |_| {
+                format!("lifecycle {state}")
+            })
+        }
+        Command::Status { data } => {
+            let a = open(&data)?;
+            let status = a.status()?;
+            out(json, &status, |s| {
+                serde_json::to_string_pretty(s).unwrap_or_default()
+            })
+        }
+        Command::Serve {
+            data,
+            addr,
+            http,
+            rate_limit,
+            max_upload,
+        } => {
+            let mut a = open(&data)?;
+            a.set_max_upload(max_upload);
+            let tls = if http {
+                None
+            } else {
+                Some(api::tls::ensure(&a.dir().tls_dir(), &[])?)
+            };
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|e| Error::Usage(format!("start the async runtime: {e}")))?;
+            let config = api::Config {
+                addr,
+                tls,
+                rate_limit,
+            };
+            runtime.block_on(api::serve(a, config, |url| {
+                if json {
+                    println!("{}", serde_json::json!({ "listening": url }));
+                } else {
+                    println!("spoke API listening on {url}");
+                }
+            }))?;
+            Ok(())
+        }
     }
+}
+
+/// Opens the data directory's stores.
+pub(crate) fn open(data: &std::path::Path) -> Result<Appliance, Error> {
+    Ok(Appliance::open(&DataDir::new(data))?)
 }

@@ -3,6 +3,7 @@
 
 pub mod cli;
 mod identity;
+mod work;
 
 pub use cli::{run, Cli};
 
@@ -21,6 +22,9 @@ pub enum Error {
     /// Identity files.
     #[error("identity: {0}")]
     Identity(String),
+    /// From the API server.
+    #[error(transparent)]
+    Api(#[from] api::Error),
     /// Bad command-line input.
     #[error("{0}")]
     Usage(String),
@@ -32,8 +36,8 @@ impl Error {
         match self {
             Error::Agent(e) => e.kind(),
             Error::Bundles(e) => e.kind(),
-            Error::Appliance(appliance::Error::AuditBroken { .. }) => "audit_broken",
-            Error::Appliance(_) => "store",
+            Error::Appliance(e) => e.kind(),
+            Error::Api(_) => "serve",
             Error::Identity(_) => "identity",
             Error::Usage(_) => "usage",
         }

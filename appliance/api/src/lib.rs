@@ -1,0 +1,345 @@
+//! The spoke's REST API over HTTPS: every endpoint under `/api/v1/`, plus
+//! `/health`, `/health/deep` and `/metrics`. Each request is rate-limited per
+//! client, authenticated by bearer token, checked against the route table's
+//! permission for the caller's role, and answered with security headers;
+//! errors are JSON with a stable `kind` and a message that says what to do.
+//! All work is done by the appliance library; this crate only speaks HTTP.
+#![deny(missing_docs)]
+
+mod handlers;
+mod metrics;
+pub mod routes;
+pub mod tls;
+
+use appliance::{Actor, Appliance};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The API's error type (server start-up); request errors are [`ApiError`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Binding or serving failed.
+    #[error("serve on {addr}: {source}")]
+    Io {
+        /// Address.
+        addr: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// A configuration the spoke refuses.
+    #[error("{0}")]
+    Config(String),
+    /// TLS material could not be made or read.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// How `spoke serve` listens.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind (port 0 picks a free one).
+    pub addr: SocketAddr,
+    /// TLS certificate and key (PEM); plain HTTP when None, loopback only.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Requests per second per client address (burst twice that); 0 disables.
+    pub rate_limit: u32,
+}
+
+/// A request error: HTTP status, stable kind, actionable message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<appliance::Error> for ApiError {
+    fn from(e: appliance::Error) -> Self {
+        let status = match e.kind() {
+            "invalid" => StatusCode::BAD_REQUEST,
+            "not_found" => StatusCode::NOT_FOUND,
+            "conflict" => StatusCode::CONFLICT,
+            "read_only" | "forbidden" => StatusCode::FORBIDDEN,
+            "unauthenticated" => StatusCode::UNAUTHORIZED,
+            "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            "unsupported_media" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unreadable" | "kernel" => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(kind = e.kind(), "{e}");
+        }
+        ApiError::new(status, e.kind(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(
+                serde_json::json!({ "error": { "kind": self.kind, "message": self.message } }),
+            ),
+        )
+            .into_response()
+    }
+}
+
+/// Token buckets per client address.
+struct Limiter {
+    rate: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl Limiter {
+    fn allow(&self, ip: IpAddr) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let burst = self.rate * 2.0;
+        let now = Instant::now();
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return false;
+        };
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, (_, at)| now.duration_since(*at).as_secs() < 60);
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Shared state of the server.
+#[derive(Clone)]
+pub struct AppState {
+    appliance: Arc<Mutex<Appliance>>,
+    metrics: Arc<metrics::Metrics>,
+    limiter: Arc<Limiter>,
+}
+
+impl AppState {
+    /// Runs `f` on the appliance on the blocking pool.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Appliance) -> Result<T, appliance::Error> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let app = Arc::clone(&self.appliance);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = app.lock().map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "an earlier request failed inside the store; restart `spoke serve`",
+                )
+            })?;
+            f(&mut guard).map_err(ApiError::from)
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    }
+}
+
+fn bearer(req: &Request) -> Option<String> {
+    req.headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(|s| s.trim().to_string())
+}
+
+/// Rate limit, authenticate, authorise by the route table, record metrics.
+async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let method = req.method().as_str().to_string();
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let response = async {
+        if !state.limiter.allow(client) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this address; slow down and retry in a second",
+            ));
+        }
+        let route = routes::find(&method, &path).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no endpoint {method} {path}"),
+            )
+        })?;
+        if let Some(permission) = route.permission {
+            let secret = bearer(&req).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "no bearer token; sign in with POST /api/v1/session or use an API token",
+                )
+            })?;
+            let origin = client.to_string();
+            let actor: Actor = state
+                .run(move |a| a.store().authenticate(&secret, &origin))
+                .await?;
+            actor.require(permission)?;
+            req.extensions_mut().insert(actor);
+        }
+        Ok(next.run(req).await)
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response);
+    state
+        .metrics
+        .record(&method, &path, response.status().as_u16(), start.elapsed());
+    response
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+        ("strict-transport-security", "max-age=31536000"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    res
+}
+
+/// The router with every route, its guard and the security headers.
+pub fn router(appliance: Appliance, rate_limit: u32) -> axum::Router {
+    let max_upload = appliance.max_upload();
+    let state = AppState {
+        appliance: Arc::new(Mutex::new(appliance)),
+        metrics: Arc::new(metrics::Metrics::default()),
+        limiter: Arc::new(Limiter {
+            rate: f64::from(rate_limit),
+            buckets: Mutex::new(HashMap::new()),
+        }),
+    };
+    handlers::routes(max_upload)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .fallback(|req: Request| async move {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "no endpoint {} {}; see /api/v1/openapi.json",
+                    req.method(),
+                    req.uri().path()
+                ),
+            )
+        })
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Serves the API until interrupted. Calls `ready` with the URL once listening.
+pub async fn serve(
+    appliance: Appliance,
+    config: Config,
+    ready: impl FnOnce(&str),
+) -> Result<(), Error> {
+    if config.tls.is_none() && !config.addr.ip().is_loopback() {
+        return Err(Error::Config(format!(
+            "plain HTTP is allowed only on loopback, not {}; serve HTTPS (the default) or bind 127.0.0.1",
+            config.addr
+        )));
+    }
+    let addr_s = config.addr.to_string();
+    let io = |source| Error::Io {
+        addr: addr_s.clone(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(config.addr).map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
+    let local = listener.local_addr().map_err(io)?;
+    let app =
+        router(appliance, config.rate_limit).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    match config.tls {
+        Some((cert, key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+                .await
+                .map_err(|e| Error::Tls(format!("{} / {}: {e}", cert.display(), key.display())))?;
+            ready(&format!("https://{local}"));
+            axum_server::from_tcp_rustls(listener, tls)
+                .handle(handle)
+                .serve(app)
+                .await
+                .map_err(io)
+        }
+        None => {
+            ready(&format!("http://{local}"));
+            axum_server::from_tcp(listener)
+                .handle(handle)
+                .serve(app)
+                .await
+                .map_err(io)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,298 @@
+//! The compliance work commands (`entity`, `doc`, `eval`, `locks`, `users`):
+//! the same operations as the API, run as the local administrator.
+
+use crate::cli::{open, out, DocCommand, EntityCommand, UsersCommand};
+use crate::Error;
+use appliance::compliance::Verdict;
+use appliance::documents::DocumentInput;
+use appliance::entities::{EntityInput, Relationship};
+use appliance::Actor;
+use std::io::Read;
+use std::path::Path;
+
+fn read_input(file: &Path) -> Result<Vec<u8>, Error> {
+    if file == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::Usage(format!("read standard input: {e}")))?;
+        return Ok(buf);
+    }
+    std::fs::read(file).map_err(|e| Error::Usage(format!("read {}: {e}", file.display())))
+}
+
+fn lines(items: impl IntoIterator<Item = String>) -> String {
+    items.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+pub(crate) fn entity(json: bool, command: EntityCommand) -> Result<(), Error> {
+    match command {
+        EntityCommand::Add { data, file } => {
+            let bytes = read_input(&file)?;
+            let value: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Usage(format!("{}: not JSON: {e}", file.display())))?;
+            let items = match value {
+                serde_json::Value::Array(items) => items,
+                one => vec![one],
+            };
+            let mut inputs = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                inputs.push(
+                    serde_json::from_value::<EntityInput>(item).map_err(|e| {
+                        Error::Usage(format!("{} entity #{i}: {e}", file.display()))
+                    })?,
+                );
+            }
+            let mut a = open(&data)?;
+            let mut added = Vec::new();
+            for input in inputs {
+                added.push(a.put_entity(&Actor::cli(), input, None)?);
+            }
+            out(json, &added, |es| {
+                lines(
+                    es.iter()
+                        .map(|e| format!("added {} {} ({})", e.kind.as_str(), e.id, e.name)),
+                )
+            })
+        }
+        EntityCommand::List { data, kind } => {
+            let a = open(&data)?;
+            let kind = kind.map(|k| k.parse()).transpose()?;
+            let es = a.store().entities(kind, usize::MAX >> 1, 0)?;
+            out(json, &es, |es| {
+                lines(es.iter().map(|e| {
+                    format!(
+                        "{:9} {:24} {:32} {}",
+                        e.kind.as_str(),
+                        e.id,
+                        e.name,
+                        e.category.as_deref().unwrap_or("-")
+                    )
+                }))
+            })
+        }
+        EntityCommand::Show { data, id } => {
+            let a = open(&data)?;
+            let st = a.store();
+            let v = serde_json::json!({
+                "entity": st.entity(&id)?,
+                "documents": st.documents(Some(&id))?,
+                "latest_evaluation": st.evaluations(Some(&id), 1)?.into_iter().next(),
+            });
+            out(json, &v, |v| {
+                serde_json::to_string_pretty(v).unwrap_or_default()
+            })
+        }
+        EntityCommand::WhereUsed { data, cas } => {
+            let a = open(&data)?;
+            let used = a.store().where_used(&cas)?;
+            out(json, &used, |us| {
+                lines(
+                    us.iter()
+                        .map(|u| format!("{:24} {}  ({})", u.id, u.name, u.path.join(" <- "))),
+                )
+            })
+        }
+        EntityCommand::Relate {
+            data,
+            src,
+            rel,
+            dst,
+        } => {
+            let r: Relationship =
+                serde_json::from_value(serde_json::json!({ "src": src, "rel": rel, "dst": dst }))
+                    .map_err(|_| {
+                    Error::Usage(format!("relationship {rel:?}: use contains or supplies"))
+                })?;
+            open(&data)?.relate(&Actor::cli(), &r)?;
+            out(json, &r, |r| format!("{} {rel} {}", r.src, r.dst))
+        }
+    }
+}
+
+pub(crate) fn doc(json: bool, command: DocCommand) -> Result<(), Error> {
+    match command {
+        DocCommand::Add {
+            data,
+            kind,
+            entity,
+            expires,
+            file,
+        } => {
+            let bytes = read_input(&file)?;
+            let filename = file
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "upload".into());
+            let mut a = open(&data)?;
+            let d = a.add_document(
+                &Actor::cli(),
+                DocumentInput {
+                    kind,
+                    filename,
+                    entity,
+                    expires,
+                },
+                &bytes,
+            )?;
+            out(json, &d, |d| {
+                format!(
+                    "added document {} ({}, {} bytes, {} characters of text)",
+                    d.id, d.media_type, d.size, d.text_chars
+                )
+            })
+        }
+        DocCommand::List { data, entity } => {
+            let a = open(&data)?;
+            let ds = a.store().documents(entity.as_deref())?;
+            out(json, &ds, |ds| {
+                lines(ds.iter().map(|d| {
+                    format!(
+                        "{:16} {:8} {:32} {}",
+                        d.id,
+                        d.kind,
+                        d.filename,
+                        d.entity.as_deref().unwrap_or("-")
+                    )
+                }))
+            })
+        }
+    }
+}
+
+pub(crate) fn eval(
+    json: bool,
+    data: &Path,
+    all: bool,
+    replay: Option<String>,
+    products: Vec<String>,
+) -> Result<(), Error> {
+    let mut a = open(data)?;
+    if let Some(lock) = replay {
+        let r = a.replay(&lock)?;
+        // The replayed result exactly as produced, so it can be compared byte for byte.
+        println!("{}", String::from_utf8_lossy(&r.bytes));
+        if !r.identical {
+            return Err(Error::Usage(format!(
+                "replay of lock {lock} differs from the stored result (locked by {}, replayed by {}); investigate before relying on it",
+                r.kernel_build_locked, r.kernel_build_now
+            )));
+        }
+        eprintln!("replay identical to the stored result of lock {lock}");
+        return Ok(());
+    }
+    let ids = if all {
+        a.product_ids()?
+    } else if products.is_empty() {
+        return Err(Error::Usage("name products to evaluate, or --all".into()));
+    } else {
+        products
+    };
+    let outcomes = a.evaluate(&Actor::cli(), &ids)?;
+    out(json, &outcomes, |os| {
+        lines(os.iter().map(|o| {
+            let mut s = format!(
+                "{:24} {:13} lock {}",
+                o.product_id,
+                format!("{:?}", o.verdict),
+                o.lock_id
+            );
+            for r in o
+                .evaluation
+                .rules
+                .iter()
+                .filter(|r| r.verdict != kernel_pass())
+            {
+                for step in r.trace.iter().filter(|s| s.verdict != kernel_pass()) {
+                    s.push_str(&format!(
+                        "\n    {} {}: {}",
+                        r.rule, step.subject, step.detail
+                    ));
+                }
+            }
+            for r in &o.evaluation.rules {
+                for ob in &r.obligations {
+                    s.push_str(&format!("\n    duty ({}): {ob}", r.rule));
+                }
+            }
+            s
+        }))
+    })
+}
+
+fn kernel_pass() -> Verdict {
+    Verdict::Pass
+}
+
+pub(crate) fn locks(
+    json: bool,
+    data: &Path,
+    product: Option<String>,
+    show: Option<String>,
+) -> Result<(), Error> {
+    let a = open(data)?;
+    if let Some(id) = show {
+        let lock = a.store().lock(&id)?;
+        return out(json, &lock, |l| {
+            serde_json::to_string_pretty(l).unwrap_or_default()
+        });
+    }
+    let locks = a.store().locks(product.as_deref(), 1000)?;
+    out(json, &locks, |ls| {
+        lines(ls.iter().map(|l| {
+            format!(
+                "{} {:24} {:13} {} packs {}",
+                l.id,
+                l.product_id,
+                format!("{:?}", l.verdict),
+                l.created_at,
+                l.content.packs.len()
+            )
+        }))
+    })
+}
+
+pub(crate) fn users(json: bool, command: UsersCommand) -> Result<(), Error> {
+    match command {
+        UsersCommand::Add { data, name, role } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| Error::Usage(format!("read the password from standard input: {e}")))?;
+            let mut a = open(&data)?;
+            let u = a.store_mut().create_user(
+                &Actor::cli(),
+                &name,
+                role.parse()?,
+                password.trim_end_matches(['\r', '\n']),
+            )?;
+            out(json, &u, |u| {
+                format!("created user {} ({})", u.name, u.role.as_str())
+            })
+        }
+        UsersCommand::List { data } => {
+            let a = open(&data)?;
+            let us = a.store().users()?;
+            out(json, &us, |us| {
+                lines(
+                    us.iter()
+                        .map(|u| format!("{:24} {}", u.name, u.role.as_str())),
+                )
+            })
+        }
+        UsersCommand::Token {
+            data,
+            user,
+            label,
+            hours,
+        } => {
+            let mut a = open(&data)?;
+            let t = a
+                .store_mut()
+                .create_token(&Actor::cli(), &user, &label, hours)?;
+            out(json, &t, |t| {
+                format!("token {} for {user}: {}", t.id, t.secret)
+            })
+        }
+    }
+}
