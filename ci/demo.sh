@@ -58,6 +58,7 @@ step "spoke: sample products (compliant, non-compliant, incomplete), a supplier,
 $spoke entity add --data "$data" bundles/examples/samples/products.json
 $spoke entity relate --data "$data" acme-chemicals supplies salicylic-acid
 $spoke doc add --data "$data" --kind cpsr --entity hydra-serum --expires 2030-12-31 bundles/examples/samples/hydra-serum-cpsr.txt
+$spoke doc add --data "$data" --kind cpsr --entity mystery-balm bundles/examples/samples/mystery-balm-cpsr.txt
 
 step "spoke: evaluate every product with the compliance kernel (each result pinned by a Compliance Lock)"
 $spoke eval --data "$data" --all
@@ -91,7 +92,7 @@ token=$(api -X POST "$url/api/v1/session" -H 'content-type: application/json' \
   -d '{"user": "admin", "password": "demo-admin-passphrase"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
 api "$url/health"
 api -H "authorization: Bearer $token" "$url/api/v1/status"
-api -H "authorization: Bearer $token" "$url/api/v1/search?q=paraben&kind=product"
+api -H "authorization: Bearer $token" "$url/api/v1/search?q=butylparaben&kind=product"
 api -H "authorization: Bearer $token" "$url/api/v1/evaluations?limit=3"
 kill $server; wait $server 2>/dev/null || true
 

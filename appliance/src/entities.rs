@@ -355,6 +355,56 @@ fn load(conn: &rusqlite::Connection, id: &str) -> Result<Option<Entity>, Error> 
     }))
 }
 
+/// Inserts (or, when `replace`, replaces) one validated entity inside a transaction.
+fn put_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    input: &EntityInput,
+    replace: bool,
+) -> Result<(Entity, &'static str), Error> {
+    let existing = load(tx, id)?;
+    let at = now();
+    let created_at = match (&existing, replace) {
+        (Some(_), false) => {
+            return Err(Error::Conflict(format!(
+                "entity {id:?} already exists; PUT /api/v1/entities/{id} to replace it"
+            )))
+        }
+        (None, true) => return Err(Error::NotFound(format!("no entity {id:?}"))),
+        (Some(e), true) => {
+            if e.kind != input.kind {
+                return Err(Error::Conflict(format!(
+                    "entity {id:?} is a {}; its kind cannot change",
+                    e.kind.as_str()
+                )));
+            }
+            e.created_at.clone()
+        }
+        (None, false) => at.clone(),
+    };
+    let markets = serde_json::to_string(&input.markets)
+        .map_err(|e| Error::Invalid(format!("markets: {e}")))?;
+    tx.execute(
+        "INSERT INTO entities (id, kind, name, category, cas, markets, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (id) DO UPDATE SET name = ?3, category = ?4, cas = ?5, markets = ?6, updated_at = ?8",
+        params![id, input.kind.as_str(), input.name, input.category, input.cas, markets, created_at, at],
+    )
+    .map_err(tx_db)?;
+    tx.execute("DELETE FROM components WHERE product_id = ?1", [id])
+        .map_err(tx_db)?;
+    insert_components(tx, id, &input.components)?;
+    let e = load(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+    Ok((
+        e,
+        if existing.is_some() {
+            "entity.update"
+        } else {
+            "entity.create"
+        },
+    ))
+}
+
 fn paths(rows: Vec<(String, String, String, String)>) -> Result<Vec<Reached>, Error> {
     rows.into_iter()
         .map(|(id, kind, name, path)| {
@@ -376,62 +426,49 @@ fn paths(rows: Vec<(String, String, String, String)>) -> Result<Vec<Reached>, Er
 const MAX_DEPTH: i64 = 16;
 
 impl Store {
-    /// Creates an entity (`replace` None) or replaces the one with id `replace`.
-    pub(crate) fn put_entity(
+    /// Creates entities (`replace` None), all or none, or replaces the one
+    /// entity with id `replace`. Every input is validated before anything is written.
+    pub(crate) fn put_entities(
         &mut self,
         actor: &Actor,
-        mut input: EntityInput,
+        inputs: Vec<EntityInput>,
         replace: Option<&str>,
-    ) -> Result<Written<Entity>, Error> {
+    ) -> Result<Written<Vec<Entity>>, Error> {
         actor.require(Permission::Write)?;
-        validate(&input)?;
-        let id = match (replace, &input.id) {
-            (Some(r), Some(given)) if r != given => {
-                return Err(Error::Invalid(format!(
-                    "id {given:?} in the body differs from {r:?} in the path"
-                )))
-            }
-            (Some(r), _) => r.to_string(),
-            (None, Some(given)) => given.clone(),
-            (None, None) => new_id(&input.kind.as_str()[..4])?,
-        };
-        input.id = Some(id.clone());
-        self.write(actor, Class::Data, |tx| {
-            let existing = load(tx, &id)?;
-            let at = now();
-            let created_at = match (&existing, replace) {
-                (Some(_), None) => {
-                    return Err(Error::Conflict(format!(
-                        "entity {id:?} already exists; PUT /api/v1/entities/{id} to replace it"
+        if replace.is_some() && inputs.len() != 1 {
+            return Err(Error::Invalid("replace one entity at a time".into()));
+        }
+        let many = inputs.len() > 1;
+        let mut ready = Vec::with_capacity(inputs.len());
+        for (i, mut input) in inputs.into_iter().enumerate() {
+            validate(&input).map_err(|e| match e {
+                Error::Invalid(m) if many => Error::Invalid(format!("entity #{i}: {m}")),
+                other => other,
+            })?;
+            let id = match (replace, &input.id) {
+                (Some(r), Some(given)) if r != given => {
+                    return Err(Error::Invalid(format!(
+                        "id {given:?} in the body differs from {r:?} in the path"
                     )))
                 }
-                (None, Some(_)) => return Err(Error::NotFound(format!("no entity {id:?}"))),
-                (Some(e), Some(_)) => {
-                    if e.kind != input.kind {
-                        return Err(Error::Conflict(format!(
-                            "entity {id:?} is a {}; its kind cannot change",
-                            e.kind.as_str()
-                        )));
-                    }
-                    e.created_at.clone()
-                }
-                (None, None) => at.clone(),
+                (Some(r), _) => r.to_string(),
+                (None, Some(given)) => given.clone(),
+                (None, None) => new_id(&input.kind.as_str()[..4])?,
             };
-            let markets = serde_json::to_string(&input.markets)
-                .map_err(|e| Error::Invalid(format!("markets: {e}")))?;
-            tx.execute(
-                "INSERT INTO entities (id, kind, name, category, cas, markets, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (id) DO UPDATE SET name = ?3, category = ?4, cas = ?5, markets = ?6, updated_at = ?8",
-                params![id, input.kind.as_str(), input.name, input.category, input.cas, markets, created_at, at],
-            )
-            .map_err(tx_db)?;
-            tx.execute("DELETE FROM components WHERE product_id = ?1", [&id])
-                .map_err(tx_db)?;
-            insert_components(tx, &id, &input.components)?;
-            let e = load(tx, &id)?.ok_or_else(|| Error::NotFound(id.clone()))?;
-            let action = if existing.is_some() { "entity.update" } else { "entity.create" };
-            Ok((e.clone(), vec![audit_of(action, &e)], touched(&id)))
+            input.id = Some(id.clone());
+            ready.push((id, input));
+        }
+        self.write(actor, Class::Data, |tx| {
+            let mut out = Vec::with_capacity(ready.len());
+            let mut audits = Vec::with_capacity(ready.len());
+            let mut touched_ids = Vec::with_capacity(ready.len());
+            for (id, input) in &ready {
+                let (e, action) = put_in(tx, id, input, replace.is_some())?;
+                audits.push(audit_of(action, &e));
+                touched_ids.extend(touched(id));
+                out.push(e);
+            }
+            Ok((out, audits, touched_ids))
         })
     }
 
@@ -573,6 +610,15 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn put(
+        s: &mut Store,
+        a: &Actor,
+        input: EntityInput,
+        replace: Option<&str>,
+    ) -> Result<Entity, Error> {
+        Ok(s.put_entities(a, vec![input], replace)?.value.remove(0))
+    }
+
     fn component(substance: &str, cas: &str, pct: f64) -> Component {
         Component {
             substance: substance.into(),
@@ -614,11 +660,11 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
-        let err = s.put_entity(&Actor::cli(), bad.clone(), None).unwrap_err();
+        let err = put(&mut s, &Actor::cli(), bad.clone(), None).unwrap_err();
         assert!(err.to_string().contains("components[0].cas"), "{err}");
         bad.components[0].cas = Some("7732-18-5".into());
         bad.components[0].concentration = Some(120.0);
-        let err = s.put_entity(&Actor::cli(), bad, None).unwrap_err();
+        let err = put(&mut s, &Actor::cli(), bad, None).unwrap_err();
         assert!(err.to_string().contains("more than 100%"), "{err}");
         assert!(s.entities(None, 10, 0).unwrap().is_empty());
     }
@@ -628,20 +674,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
         let a = Actor::cli();
-        let base = s
-            .put_entity(
-                &a,
-                input(
-                    "base",
-                    EntityKind::Product,
-                    vec![component("Salicylic acid", "69-72-7", 1.0)],
-                ),
-                None,
-            )
-            .unwrap()
-            .value;
+        let base = put(
+            &mut s,
+            &a,
+            input(
+                "base",
+                EntityKind::Product,
+                vec![component("Salicylic acid", "69-72-7", 1.0)],
+            ),
+            None,
+        )
+        .unwrap();
         assert_eq!(base.components.len(), 1);
-        s.put_entity(
+        put(
+            &mut s,
             &a,
             input(
                 "cream",
@@ -652,19 +698,24 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            s.put_entity(&a, input("cream", EntityKind::Product, vec![]), None),
+            put(
+                &mut s,
+                &a,
+                input("cream", EntityKind::Product, vec![]),
+                None
+            ),
             Err(Error::Conflict(_))
         ));
         let mut sub = input("salicylic", EntityKind::Substance, vec![]);
         sub.category = None;
         sub.cas = Some("69-72-7".into());
-        s.put_entity(&a, sub, None).unwrap();
+        put(&mut s, &a, sub, None).unwrap();
         let mut sup = input("acme", EntityKind::Supplier, vec![]);
         sup.category = None;
-        s.put_entity(&a, sup.clone(), None).unwrap();
+        put(&mut s, &a, sup.clone(), None).unwrap();
         let mut sup2 = input("rawco", EntityKind::Supplier, vec![]);
         sup2.category = None;
-        s.put_entity(&a, sup2, None).unwrap();
+        put(&mut s, &a, sup2, None).unwrap();
         for (src, rel, dst) in [
             ("cream", Rel::Contains, "base"),
             ("acme", Rel::Supplies, "salicylic"),
@@ -704,7 +755,7 @@ mod tests {
             vec![component("Water", "7732-18-5", 99.0)],
         );
         new_base.name = "Base v2".into();
-        let replaced = s.put_entity(&a, new_base, Some("base")).unwrap().value;
+        let replaced = put(&mut s, &a, new_base, Some("base")).unwrap();
         assert_eq!(replaced.created_at, base.created_at);
         assert!(s.where_used("69-72-7").unwrap().is_empty());
         s.delete_entity(&a, "base").unwrap();

@@ -164,7 +164,18 @@ impl Appliance {
         input: EntityInput,
         replace: Option<&str>,
     ) -> Result<Entity, Error> {
-        let w = self.store.put_entity(actor, input, replace)?;
+        let mut w = self.store.put_entities(actor, vec![input], replace)?;
+        self.after_write(&w.touched, w.generation)?;
+        Ok(w.value.remove(0))
+    }
+
+    /// Creates several entities in one transaction: all or none.
+    pub fn add_entities(
+        &mut self,
+        actor: &Actor,
+        inputs: Vec<EntityInput>,
+    ) -> Result<Vec<Entity>, Error> {
+        let w = self.store.put_entities(actor, inputs, None)?;
         self.after_write(&w.touched, w.generation)?;
         Ok(w.value)
     }

@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
 }
@@ -184,6 +189,73 @@ impl Env {
 
     pub fn import(&self, data: &str, medium: &str) -> Run {
         self.spoke(&["import", "--data", &self.s(data), &self.s(medium)])
+    }
+
+    /// Runs `spoke` with `input` on standard input.
+    pub fn spoke_stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spoke"))
+            .arg("--json")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        Run {
+            out: child.wait_with_output().unwrap(),
+        }
+    }
+
+    /// A spoke at `data` with the real example packs installed (built and
+    /// signed by the hub, carried on a medium) and the sample products and
+    /// safety reports added.
+    pub fn sample_spoke(&self, data: &str) -> String {
+        self.init_repo(&[]);
+        let examples = root().join("bundles/examples");
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(examples.join("packs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("pack.json").is_file())
+            .collect();
+        dirs.sort();
+        for (i, dir) in dirs.iter().enumerate() {
+            self.build_publish(&dir.display().to_string(), &format!("p{i}.bundle"), &[]);
+        }
+        self.export("usb", &[]);
+        self.spoke_init(data);
+        self.import(data, "usb").ok();
+        let d = self.s(data);
+        let samples = examples.join("samples");
+        self.spoke(&[
+            "entity",
+            "add",
+            "--data",
+            &d,
+            &samples.join("products.json").display().to_string(),
+        ])
+        .ok();
+        for (entity, file, expires) in [
+            ("hydra-serum", "hydra-serum-cpsr.txt", Some("2099-12-31")),
+            ("mystery-balm", "mystery-balm-cpsr.txt", None),
+        ] {
+            let path = samples.join(file).display().to_string();
+            let mut args = vec![
+                "doc", "add", "--data", &d, "--kind", "cpsr", "--entity", entity,
+            ];
+            if let Some(e) = expires {
+                args.extend(["--expires", e]);
+            }
+            args.push(&path);
+            self.spoke(&args).ok();
+        }
+        d
     }
 
     pub fn packs(&self, data: &str) -> Vec<(String, String, String)> {

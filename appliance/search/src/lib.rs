@@ -299,9 +299,10 @@ impl Index {
     }
 }
 
-/// A snippet as plain text with matches wrapped in `[` `]`.
+/// A snippet as one line of plain text with matches wrapped in `[` `]`.
 fn marked(s: &tantivy::snippet::Snippet) -> String {
-    let text = s.fragment();
+    let one_line = s.fragment().replace(['\n', '\r', '\t'], " ");
+    let text = one_line.as_str();
     let mut out = String::with_capacity(text.len() + 8);
     let mut at = 0;
     for r in s.highlighted() {

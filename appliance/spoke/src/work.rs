@@ -43,11 +43,7 @@ pub(crate) fn entity(json: bool, command: EntityCommand) -> Result<(), Error> {
                     })?,
                 );
             }
-            let mut a = open(&data)?;
-            let mut added = Vec::new();
-            for input in inputs {
-                added.push(a.put_entity(&Actor::cli(), input, None)?);
-            }
+            let added = open(&data)?.add_entities(&Actor::cli(), inputs)?;
             out(json, &added, |es| {
                 lines(
                     es.iter()

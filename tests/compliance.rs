@@ -1,0 +1,241 @@
+//! The compliance core end to end through the `spoke` binary: the hub's
+//! signed example packs evaluate the sample products, every result is pinned
+//! by a Compliance Lock that replays byte for byte, and append-only records
+//! resist both SQL and direct edits of the database file.
+
+mod common;
+
+use common::Env;
+
+fn verdicts(outcomes: &serde_json::Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = outcomes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["product_id"].as_str().unwrap().to_string(),
+                o["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn sample_products_evaluate_and_locks_replay_byte_for_byte() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    let outcomes = env.spoke(&["eval", "--data", &d, "--all"]).ok();
+    assert_eq!(
+        verdicts(&outcomes),
+        [
+            ("glow-cream".to_string(), "fail".to_string()),
+            ("hydra-serum".into(), "pass".into()),
+            ("mystery-balm".into(), "needs_review".into()),
+        ]
+    );
+    // The non-compliant product fails for the documented reasons.
+    let glow = outcomes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["product_id"] == "glow-cream")
+        .unwrap();
+    let failed: Vec<&str> = glow["evaluation"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verdict"] == "fail")
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "annex-ii-prohibited",
+            "annex-iii-limits",
+            "annex-v-paraben-sums",
+            "cpsr-present"
+        ]
+    );
+
+    for o in outcomes.as_array().unwrap() {
+        let lock_id = o["lock_id"].as_str().unwrap();
+        let lock = env.spoke(&["locks", "--data", &d, "--show", lock_id]).ok();
+        assert_eq!(lock["result"], o["evaluation"]);
+        assert_eq!(lock["content"]["format"], "eurocomply-lock/1");
+        assert_eq!(lock["content"]["packs"].as_array().unwrap().len(), 5);
+        let replay = env.spoke(&["eval", "--data", &d, "--replay", lock_id]);
+        assert!(
+            replay.out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&replay.out.stderr)
+        );
+        let replayed: serde_json::Value = serde_json::from_slice(&replay.out.stdout).unwrap();
+        assert_eq!(replayed, o["evaluation"]);
+    }
+    // Evaluating again appends records but reuses the content-addressed locks.
+    env.spoke(&["eval", "--data", &d, "--all"]).ok();
+    let locks = env.spoke(&["locks", "--data", &d]).ok();
+    assert_eq!(locks.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn append_only_records_resist_sql_and_raw_file_edits() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    env.spoke(&["eval", "--data", &d, "--all"]).ok();
+    let db = env.path("spoke/db/spoke.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for sql in [
+            "UPDATE audit_log SET actor = 'mallory'",
+            "DELETE FROM audit_log WHERE seq = 1",
+            "UPDATE locks SET verdict = 'pass'",
+            "DELETE FROM locks",
+            "UPDATE evaluations SET verdict = 'pass'",
+            "DELETE FROM evaluations",
+        ] {
+            let err = conn.execute(sql, []).unwrap_err().to_string();
+            assert!(err.contains("append-only"), "{sql}: {err}");
+        }
+    }
+    env.spoke(&["audit", "verify", "--data", &d]).ok();
+
+    // Edit the database file's bytes directly, as an attacker with disk access
+    // would: every copy of one audit action, after folding the WAL into the file.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let mut bytes = std::fs::read(&db).unwrap();
+    let needle = b"evaluation.run";
+    let mut edits = 0;
+    for at in 0..bytes.len() - needle.len() {
+        if &bytes[at..at + needle.len()] == needle {
+            bytes[at + needle.len() - 1] = b'X';
+            edits += 1;
+        }
+    }
+    assert!(edits > 0, "the audit action is in the file");
+    std::fs::write(&db, &bytes).unwrap();
+    let msg = env
+        .spoke(&["audit", "verify", "--data", &d])
+        .fails_with("audit_broken");
+    assert!(msg.contains("edited"), "{msg}");
+}
+
+#[test]
+fn bad_input_is_refused_and_stores_nothing() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    let before = env.spoke(&["entity", "list", "--data", &d]).ok();
+    let audit_before = env.spoke(&["audit", "list", "--data", &d]).ok();
+    let cases: [(&str, &str); 4] = [
+        (
+            r#"{"kind": "product", "name": "X", "colour": "red"}"#,
+            "colour",
+        ),
+        (r#"{"kind": "product", "name": 5}"#, "invalid type"),
+        (
+            r#"[{"id": "ok-one", "kind": "product", "name": "A"}, {"kind": "product", "name": "B", "components": [{"substance": "W", "cas": "7732-18-4"}]}]"#,
+            "check digit",
+        ),
+        (r#"{"kind": "product", "name": "X""#, "not JSON"),
+    ];
+    for (i, (json, needle)) in cases.iter().enumerate() {
+        let f = env.path(&format!("bad{i}.json"));
+        std::fs::write(&f, json).unwrap();
+        let out = env.spoke(&["entity", "add", "--data", &d, &f.display().to_string()]);
+        assert!(!out.out.status.success());
+        let err = String::from_utf8_lossy(&out.out.stderr);
+        assert!(err.contains(needle), "{json}: {err}");
+    }
+    // The batch with one bad entity was validated before anything was stored.
+    assert_eq!(env.spoke(&["entity", "list", "--data", &d]).ok(), before);
+
+    let fake = env.path("report.pdf");
+    std::fs::write(&fake, b"this is not a PDF").unwrap();
+    let msg = env
+        .spoke(&[
+            "doc",
+            "add",
+            "--data",
+            &d,
+            "--kind",
+            "cpsr",
+            &fake.display().to_string(),
+        ])
+        .fails_with("unsupported_media");
+    assert!(msg.contains("%PDF-"), "{msg}");
+    let broken = env.path("broken.pdf");
+    std::fs::write(&broken, b"%PDF-1.7\n1 0 obj garbage").unwrap();
+    env.spoke(&[
+        "doc",
+        "add",
+        "--data",
+        &d,
+        "--kind",
+        "cpsr",
+        &broken.display().to_string(),
+    ])
+    .fails_with("unreadable");
+    assert_eq!(
+        env.spoke(&["audit", "list", "--data", &d]).ok(),
+        audit_before
+    );
+    assert_eq!(
+        env.spoke(&["doc", "list", "--data", &d])
+            .ok()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn search_where_used_and_reindex() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    let hits = env
+        .spoke(&["search", "--data", &d, "--kind", "product", "69-72-7"])
+        .ok();
+    let mut ids: Vec<&str> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["glow-cream", "hydra-serum", "mystery-balm"]);
+    let docs = env
+        .spoke(&[
+            "search",
+            "--data",
+            &d,
+            "--kind",
+            "document",
+            "margin of safety",
+        ])
+        .ok();
+    assert_eq!(docs[0]["title"], "hydra-serum-cpsr.txt");
+    assert!(docs[0]["snippet"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .contains("[margin]"));
+    // The index is derived: delete it and it is rebuilt at the next start.
+    std::fs::remove_dir_all(env.path("spoke/store/search")).unwrap();
+    let again = env
+        .spoke(&["search", "--data", &d, "--kind", "product", "69-72-7"])
+        .ok();
+    assert_eq!(again.as_array().unwrap().len(), 3);
+    let reindexed = env.spoke(&["reindex", "--data", &d]).ok();
+    assert_eq!(reindexed["indexed"], 7);
+    let used = env
+        .spoke(&["entity", "where-used", "--data", &d, "94-13-3"])
+        .ok();
+    assert_eq!(used[0]["id"], "glow-cream");
+}
