@@ -148,6 +148,11 @@ impl Appliance {
         limit: usize,
     ) -> Result<Vec<search::Hit>, Error> {
         actor.require(Permission::Read)?;
+        if query.trim().is_empty() {
+            return Err(Error::Invalid(
+                "the search query is empty; type at least one word".into(),
+            ));
+        }
         let mut hits = self.index.search(query, filter, limit)?;
         for h in &mut hits {
             if let Some((_, id)) = h.id.split_once(':') {

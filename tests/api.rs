@@ -1,0 +1,526 @@
+//! The REST API end to end: a real `spoke serve` on loopback, driven over
+//! HTTP. Every endpoint in the route table × every role, SUSPENDED and
+//! LEGAL_HOLD, bad input, uploads, headers, metrics and rate limiting.
+
+mod common;
+
+use appliance::auth::ROLES;
+use appliance::Role;
+use common::Env;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &str, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spoke"))
+        .args([
+            "--json",
+            "serve",
+            "--data",
+            data,
+            "--addr",
+            "127.0.0.1:0",
+            "--http",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: Value =
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("no listening line: {line:?}"));
+    Server {
+        child,
+        url: v["listening"].as_str().unwrap().to_string(),
+    }
+}
+
+struct Reply {
+    status: u16,
+    body: Value,
+    headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    fn kind(&self) -> &str {
+        self.body["error"]["kind"].as_str().unwrap_or("")
+    }
+}
+
+fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> Reply {
+    let mut req = ureq::request(method, &format!("{}{path}", server.url));
+    if let Some(t) = token {
+        req = req.set("authorization", &format!("Bearer {t}"));
+    }
+    let result = match body {
+        Some(b) => req.set("content-type", "application/json").send_bytes(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|n| {
+            let v = resp.header(&n).unwrap_or_default().to_string();
+            (n, v)
+        })
+        .collect();
+    let text = resp.into_string().unwrap_or_default();
+    Reply {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        headers,
+    }
+}
+
+fn get(s: &Server, path: &str, token: &str) -> Reply {
+    call(s, "GET", path, Some(token), None)
+}
+
+fn send(s: &Server, method: &str, path: &str, token: &str, body: Value) -> Reply {
+    call(
+        s,
+        method,
+        path,
+        Some(token),
+        Some(body.to_string().as_bytes()),
+    )
+}
+
+const PASSWORD: &str = "a long enough passphrase";
+
+/// A sample spoke with one user per role; returns the data dir.
+fn spoke_with_users(env: &Env) -> String {
+    let d = env.sample_spoke("spoke");
+    for role in ROLES {
+        env.spoke_stdin(
+            &[
+                "users",
+                "add",
+                "--data",
+                &d,
+                "--name",
+                role.as_str(),
+                "--role",
+                role.as_str(),
+            ],
+            &format!("{PASSWORD}\n"),
+        )
+        .ok();
+    }
+    d
+}
+
+fn login(s: &Server, user: &str) -> String {
+    let r = call(
+        s,
+        "POST",
+        "/api/v1/session",
+        None,
+        Some(
+            json!({"user": user, "password": PASSWORD})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["secret"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn every_endpoint_for_every_role_matches_the_route_table() {
+    let env = Env::new();
+    let d = spoke_with_users(&env);
+    let s = serve(&d, &["--rate-limit", "0"]);
+    let tokens: Vec<(Role, String)> = ROLES.iter().map(|r| (*r, login(&s, r.as_str()))).collect();
+    let audit_before = env.spoke(&["audit", "list", "--data", &d]).ok();
+    let mut checked = 0;
+    for route in api::routes::ROUTES {
+        // Signing out is checked on its own below; it would end the session.
+        if route.method == "DELETE" && route.path == "/api/v1/session" {
+            continue;
+        }
+        let path = route
+            .path
+            .replace("{id}", "no-such-id")
+            .replace("{cas}", "7732-18-5");
+        let body = matches!(route.method, "POST" | "PUT").then_some(&b"{}"[..]);
+        let anonymous = call(&s, route.method, &path, None, body);
+        match route.permission {
+            None => assert_ne!(anonymous.status, 401, "{} {path} is public", route.method),
+            Some(_) => {
+                assert_eq!(
+                    anonymous.status, 401,
+                    "{} {path} without a token",
+                    route.method
+                );
+                assert_eq!(anonymous.kind(), "unauthenticated");
+            }
+        }
+        for (role, token) in &tokens {
+            let r = call(&s, route.method, &path, Some(token), body);
+            let allowed = route.permission.is_none_or(|p| role.allows(p));
+            if allowed {
+                assert!(
+                    r.status != 401 && r.status != 403,
+                    "{} {path} as {role:?}: {} {:?}",
+                    route.method,
+                    r.status,
+                    r.body
+                );
+            } else {
+                assert_eq!(
+                    r.status, 403,
+                    "{} {path} as {role:?}: {:?}",
+                    route.method, r.body
+                );
+                assert_eq!(r.kind(), "forbidden");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 35 * 5, "{checked}");
+    // None of those requests changed anything (only sign-ins were recorded).
+    let audit_after = env.spoke(&["audit", "list", "--data", &d]).ok();
+    let new: Vec<&str> = audit_after.as_array().unwrap()[audit_before.as_array().unwrap().len()..]
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(new.is_empty(), "{new:?}");
+
+    // Signing out revokes the token.
+    let (_, viewer) = &tokens[3];
+    assert_eq!(
+        call(&s, "DELETE", "/api/v1/session", Some(viewer), None).status,
+        200
+    );
+    assert_eq!(get(&s, "/api/v1/status", viewer).status, 401);
+}
+
+#[test]
+fn work_through_the_api_with_suspension_and_legal_hold() {
+    let env = Env::new();
+    let d = spoke_with_users(&env);
+    let s = serve(&d, &["--rate-limit", "0", "--max-upload", "2000"]);
+    let admin = login(&s, "admin");
+    let editor = login(&s, "editor");
+
+    let product = json!({"id": "api-toner", "kind": "product", "name": "API Toner", "category": "hair_rinse_off",
+        "markets": ["EU"], "components": [{"substance": "Salicylic acid", "cas": "69-72-7", "concentration": 2.5, "unit": "%"}]});
+    let r = send(&s, "POST", "/api/v1/entities", &editor, product.clone());
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let up = call(
+        &s,
+        "POST",
+        "/api/v1/documents?kind=cpsr&filename=toner.txt&entity=api-toner&expires=2099-01-01",
+        Some(&editor),
+        Some(b"Safety report for the API Toner, rinse-off."),
+    );
+    assert_eq!(up.status, 201, "{:?}", up.body);
+    let hits = get(&s, "/api/v1/search?q=toner&kind=document", &editor);
+    assert_eq!(hits.body[0]["id"], up.body["id"]);
+    let content = call(
+        &s,
+        "GET",
+        &format!(
+            "/api/v1/documents/{}/content",
+            up.body["id"].as_str().unwrap()
+        ),
+        Some(&editor),
+        None,
+    );
+    assert_eq!(
+        content.body,
+        Value::String("Safety report for the API Toner, rinse-off.".into())
+    );
+
+    let ev = send(
+        &s,
+        "POST",
+        "/api/v1/evaluations",
+        &editor,
+        json!({"products": ["api-toner"]}),
+    );
+    assert_eq!(ev.status, 201, "{:?}", ev.body);
+    assert_eq!(ev.body[0]["verdict"], "pass");
+    let lock = ev.body[0]["lock_id"].as_str().unwrap();
+    let replay = call(
+        &s,
+        "POST",
+        &format!("/api/v1/locks/{lock}/replay"),
+        Some(&editor),
+        None,
+    );
+    assert_eq!(replay.body["replay"]["identical"], true);
+    assert_eq!(replay.body["result"], ev.body[0]["evaluation"]);
+    let shown = get(&s, "/api/v1/entities/api-toner", &editor);
+    assert_eq!(shown.body["latest_evaluation"]["lock_id"], lock);
+
+    // SUSPENDED: reads work, every mutation is refused with a clear 403, nothing is lost.
+    let r = send(
+        &s,
+        "PUT",
+        "/api/v1/lifecycle",
+        &admin,
+        json!({"state": "SUSPENDED", "reason": "licence expired"}),
+    );
+    assert_eq!(r.body["state"], "SUSPENDED");
+    assert_eq!(get(&s, "/api/v1/entities/api-toner", &editor).status, 200);
+    let viewer = login(&s, "viewer");
+    assert_eq!(
+        get(&s, "/api/v1/search?q=toner", &viewer).status,
+        200,
+        "sign-in and reads work while suspended"
+    );
+    let refused = [
+        send(
+            &s,
+            "POST",
+            "/api/v1/entities",
+            &editor,
+            json!({"kind": "supplier", "name": "New"}),
+        ),
+        send(
+            &s,
+            "PUT",
+            "/api/v1/entities/api-toner",
+            &editor,
+            product.clone(),
+        ),
+        call(
+            &s,
+            "DELETE",
+            "/api/v1/entities/api-toner",
+            Some(&editor),
+            None,
+        ),
+        call(
+            &s,
+            "POST",
+            "/api/v1/documents?kind=sds&filename=a.txt",
+            Some(&editor),
+            Some(b"text"),
+        ),
+        send(
+            &s,
+            "POST",
+            "/api/v1/evaluations",
+            &editor,
+            json!({"all": true}),
+        ),
+    ];
+    for r in &refused {
+        assert_eq!((r.status, r.kind()), (403, "read_only"), "{:?}", r.body);
+        assert!(r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SUSPENDED"));
+    }
+    send(
+        &s,
+        "PUT",
+        "/api/v1/lifecycle",
+        &admin,
+        json!({"state": "LEGAL_HOLD"}),
+    );
+    let r = call(
+        &s,
+        "DELETE",
+        "/api/v1/entities/api-toner",
+        Some(&editor),
+        None,
+    );
+    assert_eq!(
+        (r.status, r.kind()),
+        (403, "read_only"),
+        "nothing is destroyed under legal hold"
+    );
+    let r = send(
+        &s,
+        "PUT",
+        "/api/v1/lifecycle",
+        &admin,
+        json!({"state": "ACTIVE"}),
+    );
+    assert_eq!(
+        r.status, 400,
+        "leaving legal hold needs the clearance: {:?}",
+        r.body
+    );
+    let r = send(
+        &s,
+        "PUT",
+        "/api/v1/lifecycle",
+        &admin,
+        json!({"state": "ACTIVE", "reason": "court order 2026/17 lifted"}),
+    );
+    assert_eq!(r.body["state"], "ACTIVE");
+    assert_eq!(
+        call(
+            &s,
+            "DELETE",
+            "/api/v1/entities/api-toner",
+            Some(&editor),
+            None
+        )
+        .status,
+        204
+    );
+
+    let audit = get(&s, "/api/v1/audit?limit=1000", &admin);
+    let actions: Vec<(&str, &str)> = audit
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    for expected in [
+        ("editor", "entity.create"),
+        ("editor", "document.create"),
+        ("editor", "evaluation.run"),
+        ("admin", "lifecycle.set"),
+        ("editor", "entity.delete"),
+    ] {
+        assert!(actions.contains(&expected), "{expected:?} in {actions:?}");
+    }
+    assert!(audit
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["origin"] == "127.0.0.1" || e["origin"] == "cli"));
+    assert_eq!(get(&s, "/api/v1/audit/verify", &admin).status, 200);
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
+    let env = Env::new();
+    let d = spoke_with_users(&env);
+    let s = serve(&d, &["--rate-limit", "0", "--max-upload", "2000"]);
+    let editor = login(&s, "editor");
+    let before = get(&s, "/api/v1/status", &editor).body["counts"].clone();
+    let objects_before = common::snapshot(&env.path("spoke/store/objects"));
+    let cases: [(&str, &str, &[u8], u16, &str, &str); 8] = [
+        ("POST", "/api/v1/entities", b"{\"kind\": \"product\", \"name\": ", 400, "invalid", "EOF"),
+        ("POST", "/api/v1/entities", br#"{"kind": "product", "name": 42}"#, 400, "invalid", "invalid type"),
+        ("POST", "/api/v1/entities", br#"{"kind": "product", "name": "X", "price": 3}"#, 400, "invalid", "unknown field `price`"),
+        ("POST", "/api/v1/entities", br#"{"kind": "gadget", "name": "X"}"#, 400, "invalid", "unknown variant"),
+        (
+            "POST",
+            "/api/v1/entities",
+            br#"{"kind": "product", "name": "X", "components": [{"substance": "Water", "cas": "7732-18-4"}]}"#,
+            400,
+            "invalid",
+            "check digit",
+        ),
+        ("POST", "/api/v1/documents?kind=cpsr&filename=report.pdf", b"plain text pretending", 415, "unsupported_media", "%PDF-"),
+        ("POST", "/api/v1/documents?kind=cpsr&filename=a.txt", &[b'a'; 2001], 413, "too_large", "limit"),
+        ("POST", "/api/v1/documents?kind=cpsr&filename=x.pdf", b"%PDF-1.4\nnot really", 422, "unreadable", "could not be read"),
+    ];
+    for (method, path, body, status, kind, needle) in cases {
+        let r = call(&s, method, path, Some(&editor), Some(body));
+        assert_eq!((r.status, r.kind()), (status, kind), "{path}: {:?}", r.body);
+        let msg = r.body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{path}: {msg}");
+    }
+    let r = call(
+        &s,
+        "GET",
+        "/api/v1/search?q=x&colour=red",
+        Some(&editor),
+        None,
+    );
+    assert_eq!(r.status, 400);
+    let r = call(&s, "GET", "/api/v1/search?q=%20", Some(&editor), None);
+    assert_eq!((r.status, r.kind()), (400, "invalid"), "{:?}", r.body);
+    assert_eq!(
+        get(&s, "/api/v1/status", &editor).body["counts"],
+        before,
+        "nothing was stored"
+    );
+    common::assert_same(
+        &objects_before,
+        &common::snapshot(&env.path("spoke/store/objects")),
+    );
+}
+
+#[test]
+fn headers_health_metrics_openapi_and_rate_limit() {
+    let env = Env::new();
+    let d = spoke_with_users(&env);
+    let s = serve(&d, &["--rate-limit", "0"]);
+    let auditor = login(&s, "auditor");
+    let health = call(&s, "GET", "/health", None, None);
+    assert_eq!(health.body["status"], "ok");
+    for h in [
+        "x-content-type-options",
+        "x-frame-options",
+        "content-security-policy",
+        "referrer-policy",
+    ] {
+        assert!(health.headers.iter().any(|(n, _)| n == h), "{h} missing");
+    }
+    let deep = get(&s, "/health/deep", &auditor);
+    assert_eq!(deep.status, 200, "{:?}", deep.body);
+    assert_eq!(deep.body["ok"], true);
+    let metrics = call(&s, "GET", "/metrics", None, None);
+    let text = metrics.body.as_str().unwrap();
+    assert!(
+        text.contains(
+            "spoke_http_requests_total{method=\"GET\",route=\"/health/deep\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("spoke_store_rows{table=\"entities\"} 5"),
+        "{text}"
+    );
+    assert!(!text.contains("Hydra"), "metrics carry no content");
+    let doc = call(&s, "GET", "/api/v1/openapi.json", None, None).body;
+    for route in api::routes::ROUTES {
+        assert!(
+            doc["paths"][route.path][route.method.to_ascii_lowercase()].is_object(),
+            "{} {} documented",
+            route.method,
+            route.path
+        );
+    }
+    let missing = call(&s, "GET", "/api/v1/nothing-here", Some(&auditor), None);
+    assert_eq!((missing.status, missing.kind()), (404, "not_found"));
+    drop(s);
+
+    let limited = serve(&d, &["--rate-limit", "1"]);
+    let statuses: Vec<u16> = (0..10)
+        .map(|_| call(&limited, "GET", "/health", None, None).status)
+        .collect();
+    assert_eq!(statuses[0], 200);
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
