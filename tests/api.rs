@@ -428,7 +428,9 @@ fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
     let editor = login(&s, "editor");
     let before = get(&s, "/api/v1/status", &editor).body["counts"].clone();
     let objects_before = common::snapshot(&env.path("spoke/store/objects"));
-    let cases: [(&str, &str, &[u8], u16, &str, &str); 8] = [
+    // method, path, body, status, error kind, words the message must contain
+    type Case<'a> = (&'a str, &'a str, &'a [u8], u16, &'a str, &'a str);
+    let cases: [Case; 8] = [
         ("POST", "/api/v1/entities", b"{\"kind\": \"product\", \"name\": ", 400, "invalid", "EOF"),
         ("POST", "/api/v1/entities", br#"{"kind": "product", "name": 42}"#, 400, "invalid", "invalid type"),
         ("POST", "/api/v1/entities", br#"{"kind": "product", "name": "X", "price": 3}"#, 400, "invalid", "unknown field `price`"),

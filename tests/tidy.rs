@@ -63,12 +63,42 @@ fn agent_and_appliance_meet_only_at_a_trait() {
 }
 
 #[test]
+fn the_kernel_can_do_no_io() {
+    // Its manifest is the proof: no database, file-system, network, clock or
+    // randomness crate can be called from the rules interpreter.
+    let deps = dependencies(&root().join("appliance/kernel/Cargo.toml"));
+    assert_eq!(deps, ["semver", "serde", "serde_json", "thiserror"]);
+}
+
+#[test]
+fn search_is_derived_and_the_api_only_speaks_http() {
+    forbid(
+        "appliance/search",
+        &[
+            "rusqlite",
+            "appliance",
+            "kernel",
+            "axum",
+            "agent",
+            "bundles",
+        ],
+    );
+    forbid(
+        "appliance/api",
+        &["rusqlite", "agent", "bundles", "tantivy", "kernel"],
+    );
+}
+
+#[test]
 fn every_library_states_its_job() {
     for lib in [
         "bundles",
         "bundles/hub",
         "agent",
         "appliance",
+        "appliance/api",
+        "appliance/kernel",
+        "appliance/search",
         "appliance/spoke",
     ] {
         let text = std::fs::read_to_string(root().join(lib).join("src/lib.rs")).unwrap();

@@ -178,6 +178,17 @@ pub struct IssuedToken {
     pub role: Role,
 }
 
+/// A token row as authentication reads it.
+struct TokenRow {
+    id: String,
+    user: String,
+    role: String,
+    expires: Option<String>,
+    revoked: Option<String>,
+    /// None when the user row is gone (support grants have no user row).
+    disabled: Option<bool>,
+}
+
 const MIN_PASSWORD: usize = 12;
 /// Sessions last a working day.
 const SESSION_HOURS: i64 = 12;
@@ -554,14 +565,7 @@ impl Store {
                 "{why}; sign in again or ask an administrator for a token"
             ))
         };
-        let row: Option<(
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<bool>,
-        )> = self
+        let row = self
             .conn()
             .query_row(
                 "SELECT t.id, t.user_name, t.role, t.expires_at, t.revoked_at, u.disabled
@@ -569,19 +573,27 @@ impl Store {
                  WHERE t.secret_hash = ?1",
                 [secret_hash(secret)],
                 |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
+                    Ok(TokenRow {
+                        id: r.get(0)?,
+                        user: r.get(1)?,
+                        role: r.get(2)?,
+                        expires: r.get(3)?,
+                        revoked: r.get(4)?,
+                        disabled: r.get(5)?,
+                    })
                 },
             )
             .optional()
             .map_err(self.db())?;
-        let Some((id, user, role, expires, revoked, disabled)) = row else {
+        let Some(TokenRow {
+            id,
+            user,
+            role,
+            expires,
+            revoked,
+            disabled,
+        }) = row
+        else {
             return Err(denied("unknown token"));
         };
         if revoked.is_some() {

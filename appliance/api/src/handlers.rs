@@ -372,7 +372,7 @@ async fn evaluate(
     Extension(actor): Extension<Actor>,
     Body(body): Body<Evaluate>,
 ) -> Res {
-    if body.all == !body.products.is_empty() {
+    if body.all != body.products.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid",
