@@ -243,9 +243,8 @@ impl Index {
         self.len() == 0
     }
 
-    /// BM25 search over title and body; user text is parsed leniently, so
-    /// stray punctuation never fails. Ties are broken by id.
-    pub fn search(&self, query: &str, filter: &Filter, limit: usize) -> Result<Vec<Hit>, Error> {
+    /// The parsed user query and the filtered query to run.
+    fn query(&self, query: &str, filter: &Filter) -> Result<(Box<dyn Query>, BooleanQuery), Error> {
         if query.trim().is_empty() {
             return Err(Error::EmptyQuery);
         }
@@ -264,7 +263,40 @@ impl Index {
         for t in &filter.tags {
             clauses.push((Occur::Must, exact(f.tags, t)));
         }
-        let query = BooleanQuery::new(clauses);
+        Ok((text, BooleanQuery::new(clauses)))
+    }
+
+    /// Ids and scores of the best matches, without loading stored fields
+    /// beyond the id (for callers that only need ranking).
+    pub fn search_ids(
+        &self,
+        query: &str,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<(String, f32)>, Error> {
+        let (_, q) = self.query(query, filter)?;
+        let searcher = self.reader.searcher();
+        let top = searcher
+            .search(&q, &TopDocs::with_limit(limit.clamp(1, MAX_HITS)))
+            .map_err(self.tv())?;
+        top.into_iter()
+            .map(|(score, addr)| {
+                let doc: TantivyDocument = searcher.doc(addr).map_err(self.tv())?;
+                let id = doc
+                    .get_first(self.fields.id)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                Ok((id, score))
+            })
+            .collect()
+    }
+
+    /// BM25 search over title and body; user text is parsed leniently, so
+    /// stray punctuation never fails. Ties are broken by id.
+    pub fn search(&self, query: &str, filter: &Filter, limit: usize) -> Result<Vec<Hit>, Error> {
+        let f = &self.fields;
+        let (text, query) = self.query(query, filter)?;
         let searcher = self.reader.searcher();
         let top = searcher
             .search(&query, &TopDocs::with_limit(limit.clamp(1, MAX_HITS)))
