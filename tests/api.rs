@@ -283,6 +283,29 @@ fn work_through_the_api_with_suspension_and_legal_hold() {
     let shown = get(&s, "/api/v1/entities/api-toner", &editor);
     assert_eq!(shown.body["latest_evaluation"]["lock_id"], lock);
 
+    // The command line works on the same data while the server runs, and the
+    // server's searches follow its commits.
+    std::fs::write(
+        env.path("cli-product.json"),
+        r#"{"id": "cli-gel", "kind": "product", "name": "Quince gel", "category": "rinse_off"}"#,
+    )
+    .unwrap();
+    env.spoke(&["entity", "add", "--data", &d, &env.s("cli-product.json")])
+        .ok();
+    assert_eq!(get(&s, "/api/v1/entities/cli-gel", &editor).status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while get(&s, "/api/v1/search?q=quince", &editor)
+        .body
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never saw the CLI's commit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
     // SUSPENDED: reads work, every mutation is refused with a clear 403, nothing is lost.
     let r = send(
         &s,

@@ -196,6 +196,37 @@ fn bad_input_is_refused_and_stores_nothing() {
 }
 
 #[test]
+fn pdf_text_is_extracted_and_searchable() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    std::fs::write(
+        env.path("sds.pdf"),
+        common::pdf("Safety data sheet for Quillaja saponaria extract"),
+    )
+    .unwrap();
+    let doc = env
+        .spoke(&[
+            "doc",
+            "add",
+            "--data",
+            &d,
+            "--kind",
+            "sds",
+            "--entity",
+            "glow-cream",
+            &env.s("sds.pdf"),
+        ])
+        .ok();
+    assert_eq!(doc["media_type"], "application/pdf");
+    assert!(doc["text_chars"].as_u64().unwrap() > 20, "{doc}");
+    let hits = env
+        .spoke(&["search", "--data", &d, "--kind", "document", "quillaja"])
+        .ok();
+    assert_eq!(hits[0]["id"], doc["id"]);
+    assert_eq!(hits[0]["title"], "sds.pdf");
+}
+
+#[test]
 fn search_where_used_and_reindex() {
     let env = Env::new();
     let d = env.sample_spoke("spoke");

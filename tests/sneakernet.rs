@@ -508,7 +508,7 @@ fn uninitialised_data_dir_and_bad_trust_root_get_clear_errors() {
     let env = baseline();
     let msg = env
         .spoke(&["packs", "--data", &env.s("nowhere")])
-        .fails_with("store");
+        .fails_with("data_dir");
     assert!(msg.contains("spoke init"), "{msg}");
     std::fs::write(env.path("bad-root.json"), b"{\"signed\": {}}").unwrap();
     env.spoke(&[

@@ -5,6 +5,10 @@
 //! here carries the database generation it reflects (in tantivy's commit
 //! payload), so the caller can tell at start whether the index is in step and
 //! rebuild it when not. An index with another schema is wiped and recreated.
+//!
+//! Several processes may use one index (the command line while `spoke serve`
+//! runs): the writer is taken only for the length of one commit, waiting its
+//! turn if another process holds it, and readers follow commits made elsewhere.
 #![deny(missing_docs)]
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +18,9 @@ use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, Value, STORED, STRING, TEXT};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+/// How long a commit waits for another process's writer before giving up.
+const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Most hits one search returns.
 pub const MAX_HITS: usize = 100;
@@ -106,7 +113,6 @@ fn schema() -> (Schema, Fields) {
 pub struct Index {
     path: PathBuf,
     index: tantivy::Index,
-    writer: IndexWriter<TantivyDocument>,
     reader: IndexReader,
     fields: Fields,
     parser: QueryParser,
@@ -140,10 +146,9 @@ impl Index {
                 tantivy::Index::create_in_dir(dir, schema).map_err(tv)?
             }
         };
-        let writer = index.writer(WRITER_MEMORY).map_err(tv)?;
         let reader = index
             .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
+            .reload_policy(ReloadPolicy::OnCommitWithDelay)
             .try_into()
             .map_err(tv)?;
         let mut parser = QueryParser::for_index(&index, vec![fields.title, fields.body]);
@@ -151,7 +156,6 @@ impl Index {
         Ok(Index {
             path: dir.to_owned(),
             index,
-            writer,
             reader,
             fields,
             parser,
@@ -174,7 +178,20 @@ impl Index {
             .and_then(|p| p.parse().ok())
     }
 
-    fn add(&mut self, d: &Doc) -> Result<(), Error> {
+    /// Takes the index writer, waiting while another process holds it.
+    fn writer(&self) -> Result<IndexWriter<TantivyDocument>, Error> {
+        let start = std::time::Instant::now();
+        loop {
+            match self.index.writer(WRITER_MEMORY) {
+                Err(tantivy::TantivyError::LockFailure(..)) if start.elapsed() < WRITER_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other.map_err(self.tv()),
+            }
+        }
+    }
+
+    fn add(&self, writer: &IndexWriter<TantivyDocument>, d: &Doc) -> Result<(), Error> {
         let f = &self.fields;
         let mut doc = TantivyDocument::default();
         doc.add_text(f.id, &d.id);
@@ -184,20 +201,22 @@ impl Index {
         for t in &d.tags {
             doc.add_text(f.tags, t);
         }
-        self.writer.add_document(doc).map_err(self.tv())?;
+        writer.add_document(doc).map_err(self.tv())?;
         Ok(())
     }
 
-    fn commit(&mut self, generation: u64) -> Result<(), Error> {
-        let path = self.path.clone();
-        let tv = |source| Error::Index {
-            path: path.clone(),
-            source,
-        };
-        let mut prepared = self.writer.prepare_commit().map_err(tv)?;
+    /// Commits with the generation as payload, releases the writer and makes
+    /// the commit visible to this process's searches at once.
+    fn commit(
+        &self,
+        mut writer: IndexWriter<TantivyDocument>,
+        generation: u64,
+    ) -> Result<(), Error> {
+        let mut prepared = writer.prepare_commit().map_err(self.tv())?;
         prepared.set_payload(&generation.to_string());
-        prepared.commit().map_err(tv)?;
-        self.reader.reload().map_err(tv)
+        prepared.commit().map_err(self.tv())?;
+        writer.wait_merging_threads().map_err(self.tv())?;
+        self.reader.reload().map_err(self.tv())
     }
 
     /// Replaces `upserts` (by id), removes `deletes`, and commits as `generation`.
@@ -207,14 +226,14 @@ impl Index {
         deletes: &[String],
         generation: u64,
     ) -> Result<(), Error> {
+        let writer = self.writer()?;
         for id in deletes.iter().chain(upserts.iter().map(|d| &d.id)) {
-            self.writer
-                .delete_term(Term::from_field_text(self.fields.id, id));
+            writer.delete_term(Term::from_field_text(self.fields.id, id));
         }
         for d in upserts {
-            self.add(d)?;
+            self.add(&writer, d)?;
         }
-        self.commit(generation)
+        self.commit(writer, generation)
     }
 
     /// Replaces the whole index with `docs`; returns how many were indexed.
@@ -223,13 +242,14 @@ impl Index {
         docs: I,
         generation: u64,
     ) -> Result<u64, Error> {
-        self.writer.delete_all_documents().map_err(self.tv())?;
+        let writer = self.writer()?;
+        writer.delete_all_documents().map_err(self.tv())?;
         let mut n = 0;
         for d in docs {
-            self.add(&d)?;
+            self.add(&writer, &d)?;
             n += 1;
         }
-        self.commit(generation)?;
+        self.commit(writer, generation)?;
         Ok(n)
     }
 
@@ -492,6 +512,34 @@ mod tests {
             ix.search("  ", &Filter::default(), 10),
             Err(Error::EmptyQuery)
         ));
+    }
+
+    #[test]
+    fn two_handles_share_one_index() {
+        // As the command line does while `spoke serve` runs.
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Index::open(dir.path()).unwrap();
+        let mut cli = Index::open(dir.path()).unwrap();
+        cli.apply(
+            &[doc("c1", "product", "Citrus toner", "limonene", &[])],
+            &[],
+            1,
+        )
+        .unwrap();
+        server
+            .apply(
+                &[doc("s1", "product", "Lemon gel", "limonene", &[])],
+                &[],
+                2,
+            )
+            .unwrap();
+        assert_eq!(
+            server
+                .search("limonene", &Filter::default(), 10)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
