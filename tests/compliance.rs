@@ -158,29 +158,13 @@ fn bad_input_is_refused_and_stores_nothing() {
     let fake = env.path("report.pdf");
     std::fs::write(&fake, b"this is not a PDF").unwrap();
     let msg = env
-        .spoke(&[
-            "doc",
-            "add",
-            "--data",
-            &d,
-            "--kind",
-            "cpsr",
-            &fake.display().to_string(),
-        ])
+        .doc_add(&d, "cpsr", None, None, &fake)
         .fails_with("unsupported_media");
     assert!(msg.contains("%PDF-"), "{msg}");
     let broken = env.path("broken.pdf");
     std::fs::write(&broken, b"%PDF-1.7\n1 0 obj garbage").unwrap();
-    env.spoke(&[
-        "doc",
-        "add",
-        "--data",
-        &d,
-        "--kind",
-        "cpsr",
-        &broken.display().to_string(),
-    ])
-    .fails_with("unreadable");
+    env.doc_add(&d, "cpsr", None, None, &broken)
+        .fails_with("unreadable");
     assert_eq!(
         env.spoke(&["audit", "list", "--data", &d]).ok(),
         audit_before
@@ -205,17 +189,7 @@ fn pdf_text_is_extracted_and_searchable() {
     )
     .unwrap();
     let doc = env
-        .spoke(&[
-            "doc",
-            "add",
-            "--data",
-            &d,
-            "--kind",
-            "sds",
-            "--entity",
-            "glow-cream",
-            &env.s("sds.pdf"),
-        ])
+        .doc_add(&d, "sds", Some("glow-cream"), None, &env.path("sds.pdf"))
         .ok();
     assert_eq!(doc["media_type"], "application/pdf");
     assert!(doc["text_chars"].as_u64().unwrap() > 20, "{doc}");

@@ -178,11 +178,23 @@ pub struct IssuedToken {
     pub role: Role,
 }
 
+/// Reads a role column; an unknown value fails the row with a clear message.
+fn role_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Role> {
+    let s: String = r.get(i)?;
+    s.parse().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown role {s:?} in the database").into(),
+        )
+    })
+}
+
 /// A token row as authentication reads it.
 struct TokenRow {
     id: String,
     user: String,
-    role: String,
+    role: Role,
     expires: Option<String>,
     revoked: Option<String>,
     /// None when the user row is gone (support grants have no user row).
@@ -301,25 +313,15 @@ impl Store {
             .map_err(self.db())?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, bool>(3)?,
-                ))
+                Ok(User {
+                    name: r.get(0)?,
+                    role: role_at(r, 1)?,
+                    created_at: r.get(2)?,
+                    disabled: r.get(3)?,
+                })
             })
             .map_err(self.db())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, role, created_at, disabled) = row.map_err(self.db())?;
-            out.push(User {
-                name,
-                role: role.parse()?,
-                created_at,
-                disabled,
-            });
-        }
-        Ok(out)
+        rows.collect::<Result<_, _>>().map_err(self.db())
     }
 
     /// Checks a password and opens a session (works in every lifecycle state,
@@ -528,34 +530,19 @@ impl Store {
             .map_err(self.db())?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                ))
+                Ok(TokenInfo {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    label: r.get(2)?,
+                    user: r.get(3)?,
+                    role: role_at(r, 4)?,
+                    created_at: r.get(5)?,
+                    expires_at: r.get(6)?,
+                    revoked_at: r.get(7)?,
+                })
             })
             .map_err(self.db())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, kind, label, user, role, created_at, expires_at, revoked_at) =
-                row.map_err(self.db())?;
-            out.push(TokenInfo {
-                id,
-                kind,
-                label,
-                user,
-                role: role.parse()?,
-                created_at,
-                expires_at,
-                revoked_at,
-            });
-        }
-        Ok(out)
+        rows.collect::<Result<_, _>>().map_err(self.db())
     }
 
     /// The actor a bearer secret stands for, if it is valid, unexpired and unrevoked.
@@ -576,7 +563,7 @@ impl Store {
                     Ok(TokenRow {
                         id: r.get(0)?,
                         user: r.get(1)?,
-                        role: r.get(2)?,
+                        role: role_at(r, 2)?,
                         expires: r.get(3)?,
                         revoked: r.get(4)?,
                         disabled: r.get(5)?,
@@ -612,7 +599,7 @@ impl Store {
         }
         Ok(Actor {
             name: user,
-            role: role.parse()?,
+            role,
             origin: origin.to_string(),
             token: Some(id),
         })

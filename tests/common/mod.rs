@@ -245,17 +245,31 @@ impl Env {
             ("hydra-serum", "hydra-serum-cpsr.txt", Some("2099-12-31")),
             ("mystery-balm", "mystery-balm-cpsr.txt", None),
         ] {
-            let path = samples.join(file).display().to_string();
-            let mut args = vec![
-                "doc", "add", "--data", &d, "--kind", "cpsr", "--entity", entity,
-            ];
-            if let Some(e) = expires {
-                args.extend(["--expires", e]);
-            }
-            args.push(&path);
-            self.spoke(&args).ok();
+            self.doc_add(&d, "cpsr", Some(entity), expires, &samples.join(file))
+                .ok();
         }
         d
+    }
+
+    /// `spoke doc add` of `file` to the data directory `data` (a path).
+    pub fn doc_add(
+        &self,
+        data: &str,
+        kind: &str,
+        entity: Option<&str>,
+        expires: Option<&str>,
+        file: &Path,
+    ) -> Run {
+        let mut args = vec!["doc", "add", "--data", data, "--kind", kind];
+        if let Some(e) = entity {
+            args.extend(["--entity", e]);
+        }
+        if let Some(e) = expires {
+            args.extend(["--expires", e]);
+        }
+        let file = file.display().to_string();
+        args.push(&file);
+        self.spoke(&args)
     }
 
     pub fn packs(&self, data: &str) -> Vec<(String, String, String)> {

@@ -453,35 +453,61 @@ fn no_components(product: &Product, trace: &mut Vec<Step>) -> bool {
     false
 }
 
+/// Walks the components against `ix`: counts those not listed, records the
+/// unidentifiable ones, lets `on_listed` decide the step for each listed one
+/// (with its matching rows), and closes with the summary step.
+fn each_listed(
+    ix: &Index,
+    product: &Product,
+    fuel: &mut Fuel,
+    trace: &mut Vec<Step>,
+    check: &str,
+    clean_detail: &str,
+    mut on_listed: impl FnMut(&Component, &[usize]) -> Step,
+) -> Result<(), Error> {
+    if no_components(product, trace) {
+        return Ok(());
+    }
+    let mut clean = 0;
+    for c in &product.components {
+        fuel.spend()?;
+        match ix.find(c) {
+            Match::Rows(rows) => trace.push(on_listed(c, rows)),
+            Match::NotListed => clean += 1,
+            Match::Unidentifiable => trace.push(ix.unidentifiable(c)),
+        }
+    }
+    clean_summary(
+        trace,
+        check.to_string(),
+        product.components.len(),
+        clean,
+        clean_detail,
+    );
+    Ok(())
+}
+
+fn step(c: &Component, check: &str, verdict: Verdict, detail: String) -> Step {
+    Step {
+        subject: cas_label(c),
+        check: check.to_string(),
+        verdict,
+        detail,
+    }
+}
+
 fn prohibited(
     ix: &Index,
     product: &Product,
     fuel: &mut Fuel,
     trace: &mut Vec<Step>,
 ) -> Result<(), Error> {
-    if no_components(product, trace) {
-        return Ok(());
-    }
     let check = format!("listed in {}", ix.table);
-    let mut clean = 0;
-    for c in &product.components {
-        fuel.spend()?;
-        match ix.find(c) {
-            Match::Rows(rows) => {
-                let row = &ix.rows[rows[0]];
-                trace.push(Step {
-                    subject: cas_label(c),
-                    check: check.clone(),
-                    verdict: Verdict::Fail,
-                    detail: format!("prohibited: listed as {} ({})", row.substance, row.cas),
-                });
-            }
-            Match::NotListed => clean += 1,
-            Match::Unidentifiable => trace.push(ix.unidentifiable(c)),
-        }
-    }
-    clean_summary(trace, check, product.components.len(), clean, "not listed");
-    Ok(())
+    each_listed(ix, product, fuel, trace, &check, "not listed", |c, rows| {
+        let row = &ix.rows[rows[0]];
+        let detail = format!("prohibited: listed as {} ({})", row.substance, row.cas);
+        step(c, &check, Verdict::Fail, detail)
+    })
 }
 
 fn max_concentration(
@@ -491,74 +517,44 @@ fn max_concentration(
     fuel: &mut Fuel,
     trace: &mut Vec<Step>,
 ) -> Result<(), Error> {
-    if no_components(product, trace) {
-        return Ok(());
-    }
     let check = format!("restricted in {}", ix.table);
-    let mut clean = 0;
-    for c in &product.components {
-        fuel.spend()?;
-        let rows = match ix.find(c) {
-            Match::Rows(rows) => rows,
-            Match::NotListed => {
-                clean += 1;
-                continue;
-            }
-            Match::Unidentifiable => {
-                trace.push(ix.unidentifiable(c));
-                continue;
-            }
-        };
-        let Some(category) = &product.category else {
-            trace.push(missing_data(
-                c,
-                &check,
-                "restricted substance but the product category is missing".into(),
-            ));
-            continue;
-        };
-        let Some(limit) = rows
-            .iter()
-            .find(|&&r| limits[r].0 == *category)
-            .map(|&r| limits[r].1)
-        else {
-            let allowed: Vec<&str> = rows.iter().map(|&r| limits[r].0.as_str()).collect();
-            trace.push(Step {
-                subject: cas_label(c),
-                check: check.clone(),
-                verdict: Verdict::Fail,
-                detail: format!(
+    each_listed(
+        ix,
+        product,
+        fuel,
+        trace,
+        &check,
+        "not restricted",
+        |c, rows| {
+            let Some(category) = &product.category else {
+                let why = "restricted substance but the product category is missing";
+                return missing_data(c, &check, why.into());
+            };
+            let Some(limit) = rows
+                .iter()
+                .find(|&&r| limits[r].0 == *category)
+                .map(|&r| limits[r].1)
+            else {
+                let allowed: Vec<&str> = rows.iter().map(|&r| limits[r].0.as_str()).collect();
+                let detail = format!(
                     "not permitted in {category} products (permitted in: {})",
                     allowed.join(", ")
-                ),
-            });
-            continue;
-        };
-        match concentration(c) {
-            Err(why) => trace.push(missing_data(c, &check, why)),
-            Ok(ppb) => {
-                let (verdict, op) = if ppb <= limit {
-                    (Verdict::Pass, "<=")
-                } else {
-                    (Verdict::Fail, ">")
-                };
-                trace.push(Step {
-                    subject: cas_label(c),
-                    check: check.clone(),
-                    verdict,
-                    detail: format!("{} {op} limit {} for {category}", pct(ppb), pct(limit)),
-                });
+                );
+                return step(c, &check, Verdict::Fail, detail);
+            };
+            match concentration(c) {
+                Err(why) => missing_data(c, &check, why),
+                Ok(ppb) if ppb <= limit => {
+                    let detail = format!("{} <= limit {} for {category}", pct(ppb), pct(limit));
+                    step(c, &check, Verdict::Pass, detail)
+                }
+                Ok(ppb) => {
+                    let detail = format!("{} > limit {} for {category}", pct(ppb), pct(limit));
+                    step(c, &check, Verdict::Fail, detail)
+                }
             }
-        }
-    }
-    clean_summary(
-        trace,
-        check,
-        product.components.len(),
-        clean,
-        "not restricted",
-    );
-    Ok(())
+        },
+    )
 }
 
 fn labelling(
@@ -569,9 +565,6 @@ fn labelling(
     trace: &mut Vec<Step>,
     obligations: &mut Vec<String>,
 ) -> Result<(), Error> {
-    if no_components(product, trace) {
-        return Ok(());
-    }
     let check = format!("labelling threshold, {}", ix.table);
     let threshold = product
         .category
@@ -579,54 +572,29 @@ fn labelling(
         .and_then(|c| thresholds.get(c))
         .or_else(|| thresholds.get("*"))
         .copied();
-    let mut clean = 0;
-    for c in &product.components {
-        fuel.spend()?;
-        match ix.find(c) {
-            Match::NotListed => clean += 1,
-            Match::Unidentifiable => trace.push(ix.unidentifiable(c)),
-            Match::Rows(_) => {
-                let Some(limit) = threshold else {
-                    trace.push(missing_data(
-                        c,
-                        &check,
-                        "listed substance but no threshold applies (product category missing)"
-                            .into(),
-                    ));
-                    continue;
-                };
-                match concentration(c) {
-                    Err(why) => trace.push(missing_data(c, &check, why)),
-                    Ok(ppb) if ppb > limit => {
-                        obligations.push(format!(
-                            "declare {} on the label: {} > {}",
-                            cas_label(c),
-                            pct(ppb),
-                            pct(limit)
-                        ));
-                        trace.push(Step {
-                            subject: cas_label(c),
-                            check: check.clone(),
-                            verdict: Verdict::Pass,
-                            detail: format!(
-                                "{} > threshold {}: duty applies",
-                                pct(ppb),
-                                pct(limit)
-                            ),
-                        });
-                    }
-                    Ok(ppb) => trace.push(Step {
-                        subject: cas_label(c),
-                        check: check.clone(),
-                        verdict: Verdict::Pass,
-                        detail: format!("{} <= threshold {}: no duty", pct(ppb), pct(limit)),
-                    }),
-                }
+    each_listed(ix, product, fuel, trace, &check, "not listed", |c, _| {
+        let Some(limit) = threshold else {
+            let why = "listed substance but no threshold applies (product category missing)";
+            return missing_data(c, &check, why.into());
+        };
+        match concentration(c) {
+            Err(why) => missing_data(c, &check, why),
+            Ok(ppb) if ppb > limit => {
+                obligations.push(format!(
+                    "declare {} on the label: {} > {}",
+                    cas_label(c),
+                    pct(ppb),
+                    pct(limit)
+                ));
+                let detail = format!("{} > threshold {}: duty applies", pct(ppb), pct(limit));
+                step(c, &check, Verdict::Pass, detail)
+            }
+            Ok(ppb) => {
+                let detail = format!("{} <= threshold {}: no duty", pct(ppb), pct(limit));
+                step(c, &check, Verdict::Pass, detail)
             }
         }
-    }
-    clean_summary(trace, check, product.components.len(), clean, "not listed");
-    Ok(())
+    })
 }
 
 fn group_sum(
