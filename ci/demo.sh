@@ -75,6 +75,31 @@ for p in c["packs"]: print("  pack ", p["name"], p["version"], p["cid"])
 for t in c["tables"]: print("  table", t["table"], "sha256:" + t["sha256"][:16] + "...")'
 $spoke eval --data "$data" --replay "$lock" > "$out/replay.json"
 
+step "hub: a later release of the annexes data (Annex II gains Lilial and zinc pyrithione), signed and exported"
+upgrade="$out/src/eu-cosmetics-annexes-2026.2.0"
+mkdir -p "$out/src"; cp -r bundles/examples/packs/eu-cosmetics-annexes "$upgrade"
+python3 - "$upgrade" <<'PY'
+import json, sys
+d = sys.argv[1]
+pack = json.load(open(f"{d}/pack.json")); pack["version"] = "2026.2.0"
+json.dump(pack, open(f"{d}/pack.json", "w"), indent=2)
+rows = json.load(open(f"{d}/tables/annex_ii.json"))
+rows += [{"substance": "Butylphenyl methylpropional (Lilial)", "cas": "80-54-6"},
+         {"substance": "Zinc pyrithione", "cas": "13463-41-7"}]
+json.dump(rows, open(f"{d}/tables/annex_ii.json", "w"), indent=1)
+PY
+$hub pack build "$upgrade" --out "$out/bundles/annexes-2026.2.0.bundle"
+$hub publish --repo "$out/repo" --keys "$out/hub-keys" "$out/bundles/annexes-2026.2.0.bundle"
+$hub export --repo "$out/repo" --to "$out/usb-update" --only @data/eu-cosmetics-annexes --recipient "$recipient"
+
+step "spoke: import the update; the simulator re-evaluates every product and the change waits for approval"
+$spoke import --data "$data" "$out/usb-update"
+change=$($spoke changes list --data "$data" --json | python3 -c 'import json,sys; print([c["id"] for c in json.load(sys.stdin) if c["status"] == "pending"][0])')
+
+step "spoke: approve it (regulatory manager or admin): the new data becomes active and every product gets a new lock"
+$spoke changes approve --data "$data" "$change"
+$spoke entity show --data "$data" hydra-serum --json | python3 -c 'import json,sys; e = json.load(sys.stdin)["latest_evaluation"]; print("hydra-serum now", e["verdict"], "lock", e["lock_id"])'
+
 step "spoke: search and where-used"
 $spoke search --data "$data" "salicylic acid"
 $spoke entity where-used --data "$data" 69-72-7

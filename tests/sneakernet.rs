@@ -74,11 +74,21 @@ fn round_trip_installs_the_exact_payload() {
     let again = env.import("d", "m1").ok();
     assert_eq!(again["installed"].as_array().unwrap().len(), 0);
     assert_eq!(again["already_installed"].as_array().unwrap().len(), 1);
-    // The install is in the hash-chained audit log, once.
+    // The install is in the hash-chained audit log, once, with the change that
+    // activated the pack (a spoke without data takes it at once).
     let audit = env.spoke(&["audit", "verify", "--data", &env.s("d")]).ok();
-    assert_eq!(audit["entries"], 1);
+    assert_eq!(audit["entries"], 3);
     let entries = env.spoke(&["audit", "list", "--data", &env.s("d")]).ok();
-    assert_eq!(entries[0]["action"], "bundle.install");
+    let actions: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["bundle.install", "change.propose", "change.apply"]
+    );
     assert_eq!(entries[0]["target"], packs[0].2.as_str());
 }
 

@@ -24,8 +24,8 @@ pub enum Error {
     #[error(transparent)]
     Bundles(#[from] bundles::Error),
     /// The registry refused or failed to record the bundles.
-    #[error("recording installed bundles failed: {0}")]
-    Registry(String),
+    #[error("{0}")]
+    Registry(RegistryError),
     /// A filesystem step of the commit failed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -43,7 +43,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Bundles(e) => e.kind(),
-            Error::Registry(_) => "registry",
+            Error::Registry(e) => e.kind,
             Error::Io { .. } => "io",
         }
     }
@@ -67,12 +67,23 @@ pub struct VerifiedBundle {
     pub index: BundleIndex,
 }
 
+/// Why a [`Registry`] refused or failed: a stable kind (as the spoke's
+/// errors have) and a message that says what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct RegistryError {
+    /// Stable machine-readable kind, e.g. `forbidden` for a policy refusal.
+    pub kind: &'static str,
+    /// What happened and what to do.
+    pub message: String,
+}
+
 /// Where imported bundles are recorded; the appliance's store implements it.
 pub trait Registry {
     /// Whether a bundle with this CID is already installed.
-    fn has(&self, cid: &str) -> Result<bool, String>;
-    /// Records bundles atomically (all or none).
-    fn record(&mut self, bundles: &[VerifiedBundle]) -> Result<(), String>;
+    fn has(&self, cid: &str) -> Result<bool, RegistryError>;
+    /// Records bundles atomically (all or none), or refuses them.
+    fn record(&mut self, bundles: &[VerifiedBundle]) -> Result<(), RegistryError>;
 }
 
 /// Where the agent keeps things in the data directory.

@@ -13,7 +13,6 @@ pub use kernel::{Evaluation, Product, Verdict};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -205,6 +204,14 @@ pub struct Replay {
     pub bytes: Vec<u8>,
 }
 
+/// Today's date in UTC (the evaluation date locks record).
+pub(crate) fn today() -> String {
+    jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .to_string()
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -228,7 +235,7 @@ fn parse_verdict(s: &str) -> Verdict {
 /// A compiled program with what it pins, cached while the active packs stay the same.
 pub(crate) struct Compiled {
     key: Vec<String>,
-    program: Arc<Program>,
+    pub(crate) program: Arc<Program>,
     packs: Vec<PinnedPack>,
     tables: Vec<PinnedTable>,
 }
@@ -272,21 +279,21 @@ impl Store {
         Ok(())
     }
 
-    /// The pack in use per name: the highest installed version.
+    /// The packs evaluations use (one version per name), by name.
     pub fn active_packs(&self) -> Result<Vec<InstalledBundle>, Error> {
-        let mut best: BTreeMap<String, (semver::Version, InstalledBundle)> = BTreeMap::new();
-        for b in self.bundles(Some("pack"))? {
-            let v = semver::Version::parse(&b.version).map_err(|e| {
-                Error::Invalid(format!(
-                    "installed pack {} has version {:?}: {e}",
-                    b.name, b.version
-                ))
-            })?;
-            if best.get(&b.name).is_none_or(|(old, _)| v > *old) {
-                best.insert(b.name.clone(), (v, b));
-            }
-        }
-        Ok(best.into_values().map(|(_, b)| b).collect())
+        let active: Vec<String> = {
+            let mut stmt = self
+                .conn()
+                .prepare_cached("SELECT cid FROM active_packs ORDER BY name")
+                .map_err(self.db())?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(self.db())?;
+            rows.collect::<Result<_, _>>().map_err(self.db())?
+        };
+        let installed = self.bundles(Some("pack"))?;
+        Ok(active
+            .iter()
+            .filter_map(|cid| installed.iter().find(|b| &b.cid == cid).cloned())
+            .collect())
     }
 
     fn table_rows(&self, pack_cid: &str) -> Result<Vec<(String, String)>, Error> {
@@ -427,7 +434,7 @@ impl Appliance {
     }
 
     /// Compiles `packs` (rules and tables) into a program and its pins.
-    fn compile(&self, packs: Vec<PinnedPack>) -> Result<Compiled, Error> {
+    pub(crate) fn compile(&self, packs: Vec<PinnedPack>) -> Result<Compiled, Error> {
         let mut logic = Vec::new();
         let mut tables = Tables::new();
         let mut pinned = Vec::new();
@@ -503,14 +510,11 @@ impl Appliance {
         if lifecycle != crate::Lifecycle::Active {
             return Err(Error::ReadOnly(lifecycle));
         }
-        let as_of = jiff::Timestamp::now()
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .date()
-            .to_string();
+        let as_of = today();
         let compiled = self.active_program()?;
         if compiled.packs.is_empty() {
             return Err(Error::Conflict(
-                "no packs are installed; import a product medium first (`spoke import`)".into(),
+                "no packs are active; import a product medium (`spoke import`) or approve a pending change (`spoke changes list`)".into(),
             ));
         }
         let (program, packs, tables) = (

@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod changes;
 pub mod compliance;
 pub mod documents;
 pub mod entities;

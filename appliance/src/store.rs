@@ -26,6 +26,7 @@ fn migrations() -> Migrations<'static> {
         ),
         M::up(crate::audit::MIGRATION),
         M::up(CORE),
+        M::up(crate::changes::MIGRATION),
     ])
 }
 

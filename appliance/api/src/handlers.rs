@@ -107,6 +107,10 @@ pub(crate) fn routes(max_upload: u64) -> Router<AppState> {
         .route("/api/v1/locks/{id}", get(show_lock))
         .route("/api/v1/locks/{id}/replay", post(replay))
         .route("/api/v1/packs", get(packs))
+        .route("/api/v1/changes", get(changes))
+        .route("/api/v1/changes/{id}", get(show_change))
+        .route("/api/v1/changes/{id}/approve", post(approve_change))
+        .route("/api/v1/changes/{id}/reject", post(reject_change))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/users", get(users).post(create_user))
@@ -449,6 +453,30 @@ async fn packs(State(s): State<AppState>) -> Res {
             .collect::<Vec<_>>())
     })
     .await?)
+}
+
+async fn changes(State(s): State<AppState>) -> Res {
+    ok(s.run(|a| a.store().changes()).await?)
+}
+
+async fn show_change(State(s): State<AppState>, Path(id): Path<String>) -> Res {
+    ok(s.run(move |a| a.store().change(&id)).await?)
+}
+
+async fn approve_change(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Res {
+    ok(s.run(move |a| a.decide(&actor, &id, true)).await?)
+}
+
+async fn reject_change(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Res {
+    ok(s.run(move |a| a.decide(&actor, &id, false)).await?)
 }
 
 #[derive(Deserialize)]

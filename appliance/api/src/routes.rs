@@ -31,7 +31,7 @@ const fn r(
     }
 }
 
-use Permission::{Admin, Evaluate, Read, ReadAudit, Write};
+use Permission::{Admin, ApprovePacks, Evaluate, Read, ReadAudit, Write};
 
 /// Every endpoint the spoke serves.
 pub const ROUTES: &[Route] = &[
@@ -187,6 +187,30 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/packs",
         Some(Read),
         "Installed packs and which version is active",
+    ),
+    r(
+        "GET",
+        "/api/v1/changes",
+        Some(Read),
+        "Pack changes with their simulator diffs, newest first",
+    ),
+    r(
+        "GET",
+        "/api/v1/changes/{id}",
+        Some(Read),
+        "One pack change with its simulator diff",
+    ),
+    r(
+        "POST",
+        "/api/v1/changes/{id}/approve",
+        Some(ApprovePacks),
+        "Approve a pending change: activate its packs and re-evaluate every product",
+    ),
+    r(
+        "POST",
+        "/api/v1/changes/{id}/reject",
+        Some(ApprovePacks),
+        "Reject a pending change",
     ),
     r(
         "GET",

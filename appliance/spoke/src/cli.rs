@@ -1,7 +1,8 @@
 //! The `spoke` command line.
 
 use crate::{identity, work, Error};
-use agent::{Registry, VerifiedBundle};
+use agent::{Registry, RegistryError, VerifiedBundle};
+use appliance::changes::Change;
 use appliance::{Actor, Appliance, DataDir, InstalledBundle, Store};
 use bundles::chunks::ChunkStore;
 use bundles::medium::{Inventory, INVENTORY_FORMAT};
@@ -73,6 +74,11 @@ pub enum Command {
         /// File to write.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Pack changes: the simulator's diff, approval and rejection.
+    Changes {
+        #[command(subcommand)]
+        command: ChangesCommand,
     },
     /// Products, substances and suppliers.
     Entity {
@@ -175,6 +181,41 @@ pub enum Command {
         /// Largest document upload in bytes.
         #[arg(long, default_value_t = appliance::documents::DEFAULT_MAX_UPLOAD)]
         max_upload: u64,
+    },
+}
+
+/// `spoke changes …`.
+#[derive(Debug, Subcommand)]
+pub enum ChangesCommand {
+    /// List changes, newest first.
+    List {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Show a change with its simulator diff.
+    Show {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Change id.
+        id: String,
+    },
+    /// Approve a pending change: activate its packs and re-evaluate every product.
+    Approve {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Change id.
+        id: String,
+    },
+    /// Reject a pending change; only its audit record remains.
+    Reject {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Change id.
+        id: String,
     },
 }
 
@@ -314,32 +355,17 @@ pub enum AuditCommand {
     },
 }
 
-/// The appliance store seen through the agent's [`Registry`] trait.
-struct StoreRegistry {
-    store: Store,
+/// The appliance seen through the agent's [`Registry`] trait: records what
+/// was verified (with its packs' reference tables), after checking trust
+/// tiers, then proposes activating new pack versions through the simulator.
+struct ApplianceRegistry {
+    app: Appliance,
     payloads: PathBuf,
+    change: Option<Change>,
 }
 
-impl Registry for StoreRegistry {
-    fn has(&self, cid: &str) -> Result<bool, String> {
-        self.store.has_bundle(cid).map_err(|e| e.to_string())
-    }
-
-    fn record(&mut self, bundles: &[VerifiedBundle]) -> Result<(), String> {
-        let mut tables = Vec::new();
-        for b in bundles
-            .iter()
-            .filter(|b| b.published.kind.as_str() == "pack")
-        {
-            tables.extend(
-                appliance::compliance::read_pack_tables(
-                    &self.payloads.join(b.published.sha256()),
-                    &b.published.cid,
-                    &b.published.name,
-                )
-                .map_err(|e| e.to_string())?,
-            );
-        }
+impl ApplianceRegistry {
+    fn record_all(&mut self, bundles: &[VerifiedBundle]) -> Result<(), appliance::Error> {
         let now = jiff_now();
         let rows: Vec<InstalledBundle> = bundles
             .iter()
@@ -353,9 +379,54 @@ impl Registry for StoreRegistry {
                 installed_at: now.clone(),
             })
             .collect();
-        self.store
-            .record_bundles(&rows, &tables, &Actor::cli())
-            .map_err(|e| e.to_string())
+        let product = rows.iter().find(|r| r.kind == "product");
+        let product_tier = product
+            .and_then(|p| {
+                p.manifest
+                    .pointer("/product/defaults/trust_policy/minimum_tier")
+            })
+            .and_then(|v| v.as_str());
+        self.app.store().check_tiers(&rows, product_tier)?;
+        self.app.store().check_dependencies(&rows)?;
+        let mut tables = Vec::new();
+        for b in bundles
+            .iter()
+            .filter(|b| b.published.kind.as_str() == "pack")
+        {
+            tables.extend(appliance::compliance::read_pack_tables(
+                &self.payloads.join(b.published.sha256()),
+                &b.published.cid,
+                &b.published.name,
+            )?);
+        }
+        let actor = Actor::cli();
+        self.app
+            .store_mut()
+            .record_bundles(&rows, &tables, &actor)?;
+        let packs: Vec<String> = rows
+            .iter()
+            .filter(|r| r.kind == "pack")
+            .map(|r| r.cid.clone())
+            .collect();
+        self.change = self.app.propose(&actor, &packs, product.is_some())?;
+        Ok(())
+    }
+}
+
+fn registry_error(e: appliance::Error) -> RegistryError {
+    RegistryError {
+        kind: e.kind(),
+        message: e.to_string(),
+    }
+}
+
+impl Registry for ApplianceRegistry {
+    fn has(&self, cid: &str) -> Result<bool, RegistryError> {
+        self.app.store().has_bundle(cid).map_err(registry_error)
+    }
+
+    fn record(&mut self, bundles: &[VerifiedBundle]) -> Result<(), RegistryError> {
+        self.record_all(bundles).map_err(registry_error)
     }
 }
 
@@ -425,6 +496,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 .map_err(|e| Error::Usage(e.to_string()))?
                 .as_bytes(),
             )?;
+            // Builds the (empty) search index now, so later opens change nothing.
+            Appliance::open(&d)?;
             out(json, &public, |p| {
                 format!(
                     "initialised {}\ndid {}\nage recipient {}",
@@ -446,9 +519,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let d = DataDir::new(&data);
             d.check_initialised()?;
             let age = identity::age_identity(&d.identity_dir())?;
-            let mut registry = StoreRegistry {
-                store: Store::open(&d.database())?,
+            let mut registry = ApplianceRegistry {
+                app: Appliance::open(&d)?,
                 payloads: d.payloads(),
+                change: None,
             };
             let report = agent::import(
                 &agent_paths(&d),
@@ -457,29 +531,34 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 &mut registry,
                 &bundles::progress::TtyBar::new("importing", true),
             )?;
-            out(json, &report, |r| {
-                let mut lines: Vec<String> = r
-                    .installed
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "installed {} {} {} ({})",
-                            p.kind.as_str(),
-                            p.name,
-                            p.version,
-                            p.cid
-                        )
-                    })
-                    .collect();
-                lines.push(format!(
-                    "{} installed, {} already present, {} listed but not on this medium; trusted root version {}",
-                    r.installed.len(),
-                    r.already_installed.len(),
-                    r.not_on_medium,
-                    r.root_version
-                ));
-                lines.join("\n")
-            })
+            let mut value =
+                serde_json::to_value(&report).map_err(|e| Error::Usage(e.to_string()))?;
+            value["change"] = serde_json::to_value(&registry.change).unwrap_or_default();
+            let r = &report;
+            let mut lines: Vec<String> = r
+                .installed
+                .iter()
+                .map(|p| {
+                    format!(
+                        "installed {} {} {} ({})",
+                        p.kind.as_str(),
+                        p.name,
+                        p.version,
+                        p.cid
+                    )
+                })
+                .collect();
+            lines.push(format!(
+                "{} installed, {} already present, {} listed but not on this medium; trusted root version {}",
+                r.installed.len(),
+                r.already_installed.len(),
+                r.not_on_medium,
+                r.root_version
+            ));
+            if let Some(c) = &registry.change {
+                lines.push(work::describe_change(c));
+            }
+            out(json, &value, |_| lines.join("\n"))
         }
         Command::Packs { data } => {
             let d = DataDir::new(&data);
@@ -562,6 +641,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 |_| format!("wrote {} chunk ids to {}", inv.chunks.len(), file.display()),
             )
         }
+        Command::Changes { command } => work::changes(json, command),
         Command::Entity { command } => work::entity(json, command),
         Command::Doc { command } => work::doc(json, command),
         Command::Search {

@@ -1,8 +1,9 @@
 //! The compliance work commands (`entity`, `doc`, `eval`, `locks`, `users`):
 //! the same operations as the API, run as the local administrator.
 
-use crate::cli::{open, out, DocCommand, EntityCommand, UsersCommand};
+use crate::cli::{open, out, ChangesCommand, DocCommand, EntityCommand, UsersCommand};
 use crate::Error;
+use appliance::changes::Change;
 use appliance::compliance::Verdict;
 use appliance::documents::DocumentInput;
 use appliance::entities::{EntityInput, Relationship};
@@ -289,6 +290,82 @@ pub(crate) fn users(json: bool, command: UsersCommand) -> Result<(), Error> {
             out(json, &t, |t| {
                 format!("token {} for {user}: {}", t.id, t.secret)
             })
+        }
+    }
+}
+
+/// A change in a few lines: what moves, how it is decided, what verdicts it alters.
+pub(crate) fn describe_change(c: &Change) -> String {
+    let mut s = format!(
+        "change {} [{}] by {}:",
+        c.id,
+        c.status,
+        c.mode.replace('_', " ")
+    );
+    for m in &c.packs {
+        let from = m
+            .from
+            .as_ref()
+            .map_or("(new)".to_string(), |p| p.version.clone());
+        s.push_str(&format!("\n    {} {} -> {}", m.name, from, m.to.version));
+    }
+    s.push_str(&format!(
+        "\n  simulator: {} products re-evaluated, {} verdicts change",
+        c.diff.products,
+        c.diff.changes.len()
+    ));
+    for v in &c.diff.changes {
+        let name = |v: Option<Verdict>| v.map_or("-".to_string(), |v| format!("{v:?}"));
+        s.push_str(&format!(
+            "\n    {:20} {:48} {} -> {}",
+            v.product,
+            v.rule,
+            name(v.before),
+            name(v.after)
+        ));
+    }
+    if c.status == "pending" {
+        s.push_str(&format!("\n  approve: spoke changes approve --data D {}   reject: spoke changes reject --data D {}", c.id, c.id));
+    }
+    s
+}
+
+pub(crate) fn changes(json: bool, command: ChangesCommand) -> Result<(), Error> {
+    match command {
+        ChangesCommand::List { data } => {
+            let cs = open(&data)?.store().changes()?;
+            out(json, &cs, |cs| {
+                if cs.is_empty() {
+                    return "no changes".into();
+                }
+                lines(cs.iter().map(|c| {
+                    let packs: Vec<String> = c
+                        .packs
+                        .iter()
+                        .map(|m| format!("{} {}", m.name, m.to.version))
+                        .collect();
+                    format!(
+                        "{} {:8} {:16} {:3} verdict changes  {}",
+                        c.id,
+                        c.status,
+                        c.mode,
+                        c.diff.changes.len(),
+                        packs.join(", ")
+                    )
+                }))
+            })
+        }
+        ChangesCommand::Show { data, id } => {
+            let c = open(&data)?.store().change(&id)?;
+            out(json, &c, describe_change)
+        }
+        ChangesCommand::Approve { data, id } => {
+            let c = open(&data)?.decide(&Actor::cli(), &id, true)?;
+            out(json, &c, describe_change)
+        }
+        ChangesCommand::Reject { data, id } => {
+            let c = open(&data)?.decide(&Actor::cli(), &id, false)?;
+            out(json, &c, describe_change)
         }
     }
 }
