@@ -4,38 +4,7 @@
 
 mod common;
 
-use common::Env;
-use serde_json::Value;
-
-/// A new version of the annexes pack: the example plus extra Annex II rows.
-fn annexes_upgrade(env: &Env, version: &str, extra: &[(&str, &str)]) -> String {
-    let src = common::root().join("bundles/examples/packs/eu-cosmetics-annexes");
-    let dst = env.path(&format!("src/annexes-{version}"));
-    std::fs::create_dir_all(dst.join("tables")).unwrap();
-    for t in std::fs::read_dir(src.join("tables")).unwrap() {
-        let t = t.unwrap().path();
-        std::fs::copy(&t, dst.join("tables").join(t.file_name().unwrap())).unwrap();
-    }
-    let mut pack: Value =
-        serde_json::from_slice(&std::fs::read(src.join("pack.json")).unwrap()).unwrap();
-    pack["version"] = version.into();
-    std::fs::write(dst.join("pack.json"), pack.to_string()).unwrap();
-    let annex_ii = dst.join("tables/annex_ii.json");
-    let mut rows: Vec<Value> = serde_json::from_slice(&std::fs::read(&annex_ii).unwrap()).unwrap();
-    for (substance, cas) in extra {
-        rows.push(serde_json::json!({"substance": substance, "cas": cas}));
-    }
-    std::fs::write(&annex_ii, serde_json::to_vec(&rows).unwrap()).unwrap();
-    dst.display().to_string()
-}
-
-/// Builds, publishes, exports only `name` and imports it; returns the import report.
-fn ship(env: &Env, d: &str, src: &str, out: &str) -> Value {
-    env.build_publish(src, out, &[]);
-    let medium = format!("{out}-usb");
-    env.export(&medium, &["--only", "@data/eu-cosmetics-annexes"]);
-    env.spoke(&["import", "--data", d, &env.s(&medium)]).ok()
-}
+use common::{annexes_upgrade, ship, Env};
 
 fn verdict(env: &Env, d: &str, product: &str) -> String {
     let shown = env.spoke(&["entity", "show", "--data", d, product]).ok();

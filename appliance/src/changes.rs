@@ -34,7 +34,8 @@ CREATE TABLE changes (
     packs      TEXT NOT NULL,
     diff       TEXT NOT NULL,
     decided_by TEXT,
-    decided_at TEXT
+    decided_at TEXT,
+    locks      TEXT NOT NULL DEFAULT '[]'
 );
 ";
 
@@ -91,6 +92,19 @@ pub struct Change {
     pub decided_by: Option<String>,
     /// When.
     pub decided_at: Option<String>,
+    /// The Compliance Locks written when it applied, per product.
+    pub locks: Vec<AppliedLock>,
+}
+
+/// A lock written when a change applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedLock {
+    /// Product id.
+    pub product: String,
+    /// Lock id.
+    pub lock: String,
+    /// The verdict it records.
+    pub verdict: Verdict,
 }
 
 fn tier_rank(t: &str) -> u8 {
@@ -135,6 +149,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Change> {
         diff: json_at(r, 5)?,
         decided_by: r.get(6)?,
         decided_at: r.get(7)?,
+        locks: json_at(r, 8)?,
     })
 }
 
@@ -170,7 +185,7 @@ impl Store {
     pub fn change(&self, id: &str) -> Result<Change, Error> {
         self.conn()
             .query_row(
-                "SELECT id, created_at, status, mode, packs, diff, decided_by, decided_at FROM changes WHERE id = ?1",
+                "SELECT id, created_at, status, mode, packs, diff, decided_by, decided_at, locks FROM changes WHERE id = ?1",
                 [id],
                 row,
             )
@@ -389,6 +404,7 @@ impl Appliance {
             diff,
             decided_by: None,
             decided_at: None,
+            locks: vec![],
         };
         let packs_json =
             serde_json::to_string(&change.packs).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -473,7 +489,25 @@ impl Appliance {
         if approve {
             let products = self.product_ids()?;
             if !products.is_empty() {
-                self.evaluate(actor, &products)?;
+                let locks: Vec<AppliedLock> = self
+                    .evaluate(actor, &products)?
+                    .into_iter()
+                    .map(|o| AppliedLock {
+                        product: o.product_id,
+                        lock: o.lock_id,
+                        verdict: o.verdict,
+                    })
+                    .collect();
+                let json =
+                    serde_json::to_string(&locks).map_err(|e| Error::Invalid(e.to_string()))?;
+                self.store.write(actor, Class::Admin, |tx| {
+                    tx.execute(
+                        "UPDATE changes SET locks = ?2 WHERE id = ?1",
+                        params![id, json],
+                    )
+                    .map_err(tx_db)?;
+                    Ok(((), vec![], vec![]))
+                })?;
             }
         }
         self.store.change(id)

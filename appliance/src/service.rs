@@ -266,6 +266,59 @@ impl Appliance {
         .collect()
     }
 
+    /// Counts for the report a spoke sends its hub: numbers only, never names,
+    /// identifiers or content (seed 000 §8, "what spokes never report").
+    pub fn report_counts(&self) -> Result<std::collections::BTreeMap<String, i64>, Error> {
+        let since = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_hours(24))
+            .map(|t| {
+                jiff::Timestamp::from_second(t.as_second())
+                    .unwrap_or(t)
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let queries = [
+            (
+                "products",
+                "SELECT count(*) FROM entities WHERE kind = 'product'",
+            ),
+            (
+                "substances",
+                "SELECT count(*) FROM entities WHERE kind = 'substance'",
+            ),
+            (
+                "suppliers",
+                "SELECT count(*) FROM entities WHERE kind = 'supplier'",
+            ),
+            ("documents", "SELECT count(*) FROM documents"),
+            ("evaluations", "SELECT count(*) FROM evaluations"),
+            (
+                "evaluations_24h",
+                "SELECT count(*) FROM evaluations WHERE at >= ?1",
+            ),
+            ("locks", "SELECT count(*) FROM locks"),
+            ("users", "SELECT count(*) FROM users WHERE disabled = 0"),
+            (
+                "pending_changes",
+                "SELECT count(*) FROM changes WHERE status = 'pending'",
+            ),
+            ("audit_entries", "SELECT count(*) FROM audit_log"),
+        ];
+        queries
+            .into_iter()
+            .map(|(name, sql)| {
+                let mut stmt = self.store.conn().prepare(sql).map_err(self.store.db())?;
+                let n: i64 = if sql.contains("?1") {
+                    stmt.query_row([&since], |r| r.get(0))
+                } else {
+                    stmt.query_row([], |r| r.get(0))
+                }
+                .map_err(self.store.db())?;
+                Ok((name.to_string(), n))
+            })
+            .collect()
+    }
+
     /// What `/api/v1/status` and `spoke status` report.
     pub fn status(&self) -> Result<serde_json::Value, Error> {
         let packs: Vec<String> = self

@@ -7,10 +7,13 @@
 //!   rotation) and [`medium`] writes self-contained sneakernet media,
 //!   optionally age-encrypted, optionally as an offline delta.
 //! - [`verify`] is the spoke's one verification path for media and mirrors.
+//! - [`attest`] is the format of what a spoke signs for others (its report to
+//!   the hub, evidence packs) and how anyone checks it.
 //!
 //! This crate knows nothing of SQLite, HTTP servers or the spoke's stores.
 #![deny(missing_docs)]
 
+pub mod attest;
 pub mod build;
 pub mod bundle_file;
 pub mod chunks;

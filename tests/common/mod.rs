@@ -322,6 +322,37 @@ pub fn pdf(text: &str) -> Vec<u8> {
     out
 }
 
+/// A new version of the annexes pack: the example plus extra Annex II rows.
+pub fn annexes_upgrade(env: &Env, version: &str, extra: &[(&str, &str)]) -> String {
+    let src = root().join("bundles/examples/packs/eu-cosmetics-annexes");
+    let dst = env.path(&format!("src/annexes-{version}"));
+    std::fs::create_dir_all(dst.join("tables")).unwrap();
+    for t in std::fs::read_dir(src.join("tables")).unwrap() {
+        let t = t.unwrap().path();
+        std::fs::copy(&t, dst.join("tables").join(t.file_name().unwrap())).unwrap();
+    }
+    let mut pack: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("pack.json")).unwrap()).unwrap();
+    pack["version"] = version.into();
+    std::fs::write(dst.join("pack.json"), pack.to_string()).unwrap();
+    let annex_ii = dst.join("tables/annex_ii.json");
+    let mut rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&annex_ii).unwrap()).unwrap();
+    for (substance, cas) in extra {
+        rows.push(serde_json::json!({"substance": substance, "cas": cas}));
+    }
+    std::fs::write(&annex_ii, serde_json::to_vec(&rows).unwrap()).unwrap();
+    dst.display().to_string()
+}
+
+/// Builds and publishes the annexes pack at `src`, exports only it and imports it; returns the import report.
+pub fn ship(env: &Env, d: &str, src: &str, out: &str) -> serde_json::Value {
+    env.build_publish(src, out, &[]);
+    let medium = format!("{out}-usb");
+    env.export(&medium, &["--only", "@data/eu-cosmetics-annexes"]);
+    env.spoke(&["import", "--data", d, &env.s(&medium)]).ok()
+}
+
 /// Asserts two snapshots are equal, naming (not dumping) what differs.
 pub fn assert_same(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>) {
     let changed: Vec<_> = before

@@ -1,6 +1,6 @@
 //! The `spoke` command line.
 
-use crate::{identity, work, Error};
+use crate::{identity, report, work, Error};
 use agent::{Registry, RegistryError, VerifiedBundle};
 use appliance::changes::Change;
 use appliance::{Actor, Appliance, DataDir, InstalledBundle, Store};
@@ -74,6 +74,27 @@ pub enum Command {
         /// File to write.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Write the signed report for the hub (counts, bundles, receipts,
+    /// chunk inventory; never names or content), for `hub report verify`.
+    Report {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Directory to write `report.json` into (e.g. the USB stick).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Write the signed evidence pack of an applied change.
+    Evidence {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Directory to write `evidence-ID.json` into.
+        #[arg(long)]
+        to: PathBuf,
+        /// Change id.
+        id: String,
     },
     /// Pack changes: the simulator's diff, approval and rejection.
     Changes {
@@ -642,6 +663,22 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             )
         }
         Command::Changes { command } => work::changes(json, command),
+        Command::Report { data, to } => {
+            let a = open(&data)?;
+            let doc = report::report(&a, a.dir())?;
+            let path = report::write(&to, "report.json", &doc)?;
+            out(json, &json_path(&path), |_| {
+                format!("wrote the signed report {}", path.display())
+            })
+        }
+        Command::Evidence { data, to, id } => {
+            let a = open(&data)?;
+            let doc = report::evidence(&a, a.dir(), &id)?;
+            let path = report::write(&to, &format!("evidence-{id}.json"), &doc)?;
+            out(json, &json_path(&path), |_| {
+                format!("wrote the signed evidence pack {}", path.display())
+            })
+        }
         Command::Entity { command } => work::entity(json, command),
         Command::Doc { command } => work::doc(json, command),
         Command::Search {
@@ -736,6 +773,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+fn json_path(path: &std::path::Path) -> serde_json::Value {
+    serde_json::json!({ "file": path })
 }
 
 /// Opens the data directory's stores.

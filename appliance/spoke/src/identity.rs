@@ -38,12 +38,23 @@ pub fn create(dir: &Path) -> Result<PublicIdentity, Error> {
 /// Reads the public identity.
 pub fn load_public(dir: &Path) -> Result<PublicIdentity, Error> {
     let pair = signing_key(dir)?;
-    let mut multicodec = vec![0xed, 0x01];
-    multicodec.extend_from_slice(pair.public_key().as_ref());
     Ok(PublicIdentity {
-        did: format!("did:key:z{}", bs58::encode(multicodec).into_string()),
+        did: bundles::attest::did_key(pair.public_key().as_ref()),
         age_recipient: age_identity(dir)?.to_public().to_string(),
     })
+}
+
+/// Signs a document as this spoke (`bundles::attest` format).
+pub fn sign(
+    dir: &Path,
+    format: &str,
+    body: serde_json::Value,
+) -> Result<bundles::attest::Signed, Error> {
+    let pair = signing_key(dir)?;
+    let did = bundles::attest::did_key(pair.public_key().as_ref());
+    Ok(bundles::attest::sign(format, &did, body, |m| {
+        pair.sign(m).as_ref().to_vec()
+    })?)
 }
 
 fn signing_key(dir: &Path) -> Result<Ed25519KeyPair, Error> {

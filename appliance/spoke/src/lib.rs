@@ -3,6 +3,7 @@
 
 pub mod cli;
 mod identity;
+mod report;
 mod work;
 
 pub use cli::{run, Cli};

@@ -168,6 +168,21 @@ pub enum Command {
         #[arg(long)]
         identity: Option<PathBuf>,
     },
+    /// Check what spokes send back.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+/// `hub report …`.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Verify a spoke's signed report (or evidence pack) and print it.
+    Verify {
+        /// The `report.json` (or `evidence-*.json`) file.
+        file: PathBuf,
+    },
 }
 
 /// `hub pack build` / `hub model build`.
@@ -470,6 +485,34 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 } else {
                     println!("serving {} read-only at {scheme}://{bound}/", r.display());
                 }
+            })
+        }
+        Command::Report {
+            command: ReportCommand::Verify { file },
+        } => {
+            let bytes = std::fs::read(&file).map_err(|e| bundles::Error::Io {
+                action: "read",
+                path: file.clone(),
+                source: e,
+            })?;
+            let origin = file.display().to_string();
+            let format = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["format"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            let expected = if format == bundles::attest::EVIDENCE_FORMAT {
+                bundles::attest::EVIDENCE_FORMAT
+            } else {
+                bundles::attest::REPORT_FORMAT
+            };
+            let doc = bundles::attest::verify(&bytes, expected, &origin)?;
+            out(json, &doc, |d| {
+                format!(
+                    "ok: {} signed by {}\n{}",
+                    d.format,
+                    d.signer,
+                    serde_json::to_string_pretty(&d.body).unwrap_or_default()
+                )
             })
         }
         Command::Verify {
