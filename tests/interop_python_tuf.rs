@@ -5,41 +5,11 @@
 mod common;
 
 use common::Env;
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-/// Kills the server when the test ends, pass or fail.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(env: &Env, tls: &[&str]) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hub"))
-        .args([
-            "--json",
-            "serve",
-            "--repo",
-            &env.s("repo"),
-            "--addr",
-            "127.0.0.1:0",
-        ])
-        .args(tls)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let server = Server(child);
-    let v: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad ready line {line:?}: {e}"));
-    (server, v["listening"].as_str().unwrap().to_string())
+/// `hub serve` on the test repository; killed when the test ends, pass or fail.
+fn serve(env: &Env, tls: &[&str]) -> (common::Child, String) {
+    env.hub_serve(tls)
 }
 
 fn python_tuf_available() -> bool {
@@ -123,29 +93,7 @@ fn ngclient_downloads_a_target_over_https() {
         return;
     }
     let env = repo_with_a_pack();
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .args(["-keyout", &env.s("key.pem"), "-out", &env.s("cert.pem")])
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl is needed to make a test certificate (apt-get install openssl)");
-    assert!(st.success());
+    env.test_cert();
     let (_server, base) = serve(
         &env,
         &[
@@ -156,5 +104,5 @@ fn ngclient_downloads_a_target_over_https() {
         ],
     );
     let base = base.replace("http://", "https://");
-    fetch(&env, &base, "client", &["--cafile", &env.s("cert.pem")]);
+    fetch(&env, &base, "client", &["--cafile", &env.s("ca.pem")]);
 }

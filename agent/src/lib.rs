@@ -1,6 +1,7 @@
 //! The spoke agent: brings verified bundles onto the spoke.
 //!
-//! [`import`] takes a sneakernet medium through the one verification path in
+//! [`import`] takes a sneakernet medium, and [`sync::sync`] a repository
+//! pulled over HTTPS, through the one verification path in
 //! `bundles::verify`, stages every payload, and only then commits: chunks,
 //! indexes and payloads are renamed into the data directory, the receiving
 //! [`Registry`] records the bundles in one transaction, and the new trust
@@ -8,6 +9,8 @@
 //! The agent knows nothing of SQLite or HTTP servers: the spoke binary plugs
 //! the appliance's store in through [`Registry`].
 #![deny(missing_docs)]
+
+pub mod sync;
 
 use bundles::chunks::ChunkStore;
 use bundles::index::BundleIndex;
@@ -26,6 +29,9 @@ pub enum Error {
     /// The registry refused or failed to record the bundles.
     #[error("{0}")]
     Registry(RegistryError),
+    /// Fetching from the sync source failed (after retries).
+    #[error("sync: {0}; check the URL, the network and the CA, then run `spoke sync` again (it resumes)")]
+    Fetch(String),
     /// A filesystem step of the commit failed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -45,6 +51,7 @@ impl Error {
             Error::Bundles(e) => e.kind(),
             Error::Registry(e) => e.kind,
             Error::Io { .. } => "io",
+            Error::Fetch(_) => "fetch",
         }
     }
 }
@@ -129,10 +136,31 @@ pub fn import(
         tempfile::tempdir_in(&paths.staging).map_err(io("create staging in", &paths.staging))?;
     let plain = bundles::medium::open_medium(medium, identity, staging.path())?;
     let trust = TrustState::load(&paths.trust)?;
-    let verified = verify::verify_repository(&plain, &trust, &Policy::sneakernet())?;
+    let policy = Policy::sneakernet();
+    let verified = verify::verify_repository(&plain, &trust, &policy)?;
+    install(
+        paths,
+        staging.path(),
+        &verified,
+        &policy,
+        registry,
+        progress,
+    )
+}
 
+/// Installs what a verified repository carries (its chunks in the
+/// repository's own chunk directory): stages and assembles every new bundle,
+/// then commits in the documented order. Shared by media and pull sync.
+pub(crate) fn install(
+    paths: &Paths,
+    staging: &Path,
+    verified: &verify::Verified,
+    policy: &Policy,
+    registry: &mut dyn Registry,
+    progress: &dyn Progress,
+) -> Result<ImportReport, Error> {
     let installed_store = ChunkStore::new(&paths.chunks);
-    let staged_store = ChunkStore::new(staging.path().join("chunks"));
+    let staged_store = ChunkStore::new(staging.join("chunks"));
     let medium_store = verified.layout().chunks();
     let sources = ChunkSources {
         installed: &installed_store,
@@ -156,12 +184,12 @@ pub fn import(
         verify::assemble(
             &index,
             &sources,
-            &staging.path().join("payloads").join(&hex),
-            &Policy::sneakernet(),
+            &staging.join("payloads").join(&hex),
+            policy,
             progress,
         )?;
         bundles::fsutil::atomic_write(
-            &staging.path().join("indexes").join(format!("{hex}.json")),
+            &staging.join("indexes").join(format!("{hex}.json")),
             &bytes,
         )?;
         new.push(VerifiedBundle {
@@ -174,7 +202,7 @@ pub fn import(
     // rename chunks and indexes (content-addressed, harmless if a crash leaves them
     // unreferenced) and payload directories into place, sync again, then record the
     // bundles in one transaction, then write the trust state.
-    bundles::fsutil::sync_filesystem(staging.path())?;
+    bundles::fsutil::sync_filesystem(staging)?;
     let staged_chunks = staged_store.list()?;
     for id in &staged_chunks {
         move_into(&staged_store.path(id), &installed_store.path(id))?;
@@ -182,11 +210,11 @@ pub fn import(
     for b in &new {
         let hex = b.published.sha256();
         move_into(
-            &staging.path().join("indexes").join(format!("{hex}.json")),
+            &staging.join("indexes").join(format!("{hex}.json")),
             &paths.indexes.join(format!("{hex}.json")),
         )?;
         move_into(
-            &staging.path().join("payloads").join(hex),
+            &staging.join("payloads").join(hex),
             &paths.payloads.join(hex),
         )?;
     }

@@ -12,6 +12,16 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A child process killed when dropped.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
 }
@@ -191,6 +201,99 @@ impl Env {
         self.spoke(&["import", "--data", &self.s(data), &self.s(medium)])
     }
 
+    /// Starts `hub serve` on this env's repository (port chosen by the OS);
+    /// returns the process (killed on drop) and its URL.
+    pub fn hub_serve(&self, extra: &[&str]) -> (Child, String) {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hub"))
+            .args([
+                "--json",
+                "serve",
+                "--repo",
+                &self.s("repo"),
+                "--addr",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad ready line {line:?}: {e}"));
+        (Child(child), v["listening"].as_str().unwrap().to_string())
+    }
+
+    /// A test CA (`ca.pem`) and a server certificate it signed for
+    /// 127.0.0.1 (`cert.pem`, `key.pem`), made with openssl.
+    pub fn test_cert(&self) {
+        let openssl = |args: &[&str]| {
+            let st = Command::new("openssl")
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl is needed to make test certificates (apt-get install openssl)");
+            assert!(st.success(), "openssl {args:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let (ca, ca_key, csr, cert, key, ext) = (
+            self.s("ca.pem"),
+            self.s("ca.key"),
+            self.s("server.csr"),
+            self.s("cert.pem"),
+            self.s("key.pem"),
+            self.s("server.ext"),
+        );
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend([
+            "-days",
+            "1",
+            "-subj",
+            "/CN=eurocomply test CA",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ]);
+        openssl(&args);
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend(["-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr]);
+        openssl(&args);
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ]);
+    }
+
     /// Runs `spoke` with `input` on standard input.
     pub fn spoke_stdin(&self, args: &[&str], input: &str) -> Run {
         use std::io::Write;
@@ -213,13 +316,10 @@ impl Env {
         }
     }
 
-    /// A spoke at `data` with the real example packs installed (built and
-    /// signed by the hub, carried on a medium) and the sample products and
-    /// safety reports added.
-    pub fn sample_spoke(&self, data: &str) -> String {
+    /// A repository with the real example packs, built and signed by the hub.
+    pub fn publish_examples(&self) {
         self.init_repo(&[]);
-        let examples = root().join("bundles/examples");
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(examples.join("packs"))
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("bundles/examples/packs"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.join("pack.json").is_file())
@@ -228,6 +328,14 @@ impl Env {
         for (i, dir) in dirs.iter().enumerate() {
             self.build_publish(&dir.display().to_string(), &format!("p{i}.bundle"), &[]);
         }
+    }
+
+    /// A spoke at `data` with the real example packs installed (built and
+    /// signed by the hub, carried on a medium) and the sample products and
+    /// safety reports added.
+    pub fn sample_spoke(&self, data: &str) -> String {
+        self.publish_examples();
+        let examples = root().join("bundles/examples");
         self.export("usb", &[]);
         self.spoke_init(data);
         self.import(data, "usb").ok();

@@ -302,6 +302,8 @@ pub async fn serve(
     });
     match config.tls {
         Some((cert, key)) => {
+            // Both rustls providers are linked (the sync client brings ring); use aws-lc-rs.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
                 .await
                 .map_err(|e| Error::Tls(format!("{} / {}: {e}", cert.display(), key.display())))?;

@@ -49,6 +49,22 @@ pub enum Command {
         /// Medium directory (written by `hub export`).
         medium: PathBuf,
     },
+    /// Pull new bundles from a hub or a static mirror over HTTPS (the same
+    /// verification as a medium; fetches only missing chunks; resumes).
+    Sync {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Repository URL, e.g. https://hub.example/repo.
+        #[arg(long)]
+        from: String,
+        /// PEM certificate(s) to trust instead of the bundled Mozilla roots.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Retries per file, with exponential back-off.
+        #[arg(long, default_value_t = 4)]
+        retries: u32,
+    },
     /// List installed packs.
     Packs {
         /// Data directory.
@@ -552,34 +568,38 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 &mut registry,
                 &bundles::progress::TtyBar::new("importing", true),
             )?;
-            let mut value =
-                serde_json::to_value(&report).map_err(|e| Error::Usage(e.to_string()))?;
-            value["change"] = serde_json::to_value(&registry.change).unwrap_or_default();
-            let r = &report;
-            let mut lines: Vec<String> = r
-                .installed
-                .iter()
-                .map(|p| {
-                    format!(
-                        "installed {} {} {} ({})",
-                        p.kind.as_str(),
-                        p.name,
-                        p.version,
-                        p.cid
-                    )
-                })
-                .collect();
-            lines.push(format!(
-                "{} installed, {} already present, {} listed but not on this medium; trusted root version {}",
-                r.installed.len(),
-                r.already_installed.len(),
-                r.not_on_medium,
-                r.root_version
-            ));
-            if let Some(c) = &registry.change {
-                lines.push(work::describe_change(c));
-            }
-            out(json, &value, |_| lines.join("\n"))
+            import_out(json, &report, registry.change.as_ref(), None)
+        }
+        Command::Sync {
+            data,
+            from,
+            ca,
+            retries,
+        } => {
+            let d = DataDir::new(&data);
+            d.check_initialised()?;
+            let mut registry = ApplianceRegistry {
+                app: Appliance::open(&d)?,
+                payloads: d.payloads(),
+                change: None,
+            };
+            let opts = agent::sync::SyncOptions {
+                url: from,
+                ca,
+                retries,
+            };
+            let report = agent::sync::sync(
+                &agent_paths(&d),
+                &opts,
+                &mut registry,
+                &bundles::progress::TtyBar::new("syncing", true),
+            )?;
+            import_out(
+                json,
+                &report.import,
+                registry.change.as_ref(),
+                Some(&report),
+            )
         }
         Command::Packs { data } => {
             let d = DataDir::new(&data);
@@ -773,6 +793,50 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// Prints what an import or sync installed and the change it proposed.
+fn import_out(
+    json: bool,
+    report: &agent::ImportReport,
+    change: Option<&Change>,
+    sync: Option<&agent::sync::SyncReport>,
+) -> Result<(), Error> {
+    let mut value = serde_json::to_value(report).map_err(|e| Error::Usage(e.to_string()))?;
+    value["change"] = serde_json::to_value(change).unwrap_or_default();
+    let mut lines: Vec<String> = report
+        .installed
+        .iter()
+        .map(|p| {
+            format!(
+                "installed {} {} {} ({})",
+                p.kind.as_str(),
+                p.name,
+                p.version,
+                p.cid
+            )
+        })
+        .collect();
+    lines.push(format!(
+        "{} installed, {} already present, {} listed but not carried; trusted root version {}",
+        report.installed.len(),
+        report.already_installed.len(),
+        report.not_on_medium,
+        report.root_version
+    ));
+    if let Some(s) = sync {
+        value["fetched_files"] = s.fetched_files.into();
+        value["fetched_bytes"] = s.fetched_bytes.into();
+        value["resumed_chunks"] = s.resumed_chunks.into();
+        lines.push(format!(
+            "fetched {} files ({} bytes); {} chunks reused from an interrupted run",
+            s.fetched_files, s.fetched_bytes, s.resumed_chunks
+        ));
+    }
+    if let Some(c) = change {
+        lines.push(work::describe_change(c));
+    }
+    out(json, &value, |_| lines.join("\n"))
 }
 
 fn json_path(path: &std::path::Path) -> serde_json::Value {

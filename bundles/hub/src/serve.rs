@@ -56,6 +56,8 @@ pub fn serve(
         let server = async {
             match tls {
                 Some((cert, key)) => {
+                    // Both rustls providers are linked (the sync client brings ring); use aws-lc-rs.
+                    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
                     let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
                         .await
                         .map_err(|e| {
