@@ -29,14 +29,16 @@ for src in bundles/examples/packs/*/; do
 done
 $hub publish --repo "$out/repo" --keys "$out/hub-keys" "${bundles[@]}"
 
-step "hub: build the product, pinning its pack ranges to published CIDs, and publish it"
-$hub product build bundles/examples/products/eurocomply-cosmetics.yaml --repo "$out/repo" --out "$out/bundles/eurocomply-cosmetics.bundle"
-$hub publish --repo "$out/repo" --keys "$out/hub-keys" "$out/bundles/eurocomply-cosmetics.bundle"
-$hub list --repo "$out/repo"
-
 step "spoke: first boot with only the hub's root of trust"
 $spoke init --data "$out/spoke" --trust "$out/repo/metadata/1.root.json"
 recipient=$($spoke identity --data "$out/spoke" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["age_recipient"])')
+did=$($spoke identity --data "$out/spoke" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["did"])')
+
+step "hub: build the product for that spoke (pack ranges pinned to published CIDs, a growth-plan licence for its did), and publish it"
+$hub product build bundles/examples/products/eurocomply-cosmetics.yaml --repo "$out/repo" --out "$out/bundles/eurocomply-cosmetics.bundle" \
+  --licence-for "$did" --plan growth --expires "$(date -u -d '+1 year' +%F)"
+$hub publish --repo "$out/repo" --keys "$out/hub-keys" "$out/bundles/eurocomply-cosmetics.bundle"
+$hub list --repo "$out/repo"
 
 step "hub: export a medium encrypted to that spoke (a lost stick reveals only sizes)"
 $hub export --repo "$out/repo" --to "$out/usb" --recipient "$recipient"
@@ -104,6 +106,10 @@ step "spoke: search and where-used"
 $spoke search --data "$data" "salicylic acid"
 $spoke entity where-used --data "$data" 69-72-7
 $spoke audit verify --data "$data"
+
+step "spoke: the signed report an operator carries back to the hub (counts and digests only), checked by the hub"
+$spoke report --data "$data" --to "$out/usb-return"
+$hub report verify "$out/usb-return/report.json" --json | python3 -c 'import json,sys; d = json.load(sys.stdin); print("verified report from", d["signer"]); print(json.dumps(d["body"]["counts"]))'
 
 step "spoke: serve the API over HTTPS (certificate made at init) and use it"
 printf 'demo-admin-passphrase\n' | $spoke users add --data "$data" --name admin --role admin

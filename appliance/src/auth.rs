@@ -276,7 +276,9 @@ impl Store {
             created_at: at.clone(),
             disabled: false,
         };
+        let terms = self.licence()?;
         let w = self.write(actor, Class::Admin, |tx| {
+            crate::licence::within_plan(tx, terms.as_ref(), "users", 1)?;
             let exists: bool = tx
                 .query_row(
                     "SELECT EXISTS(SELECT 1 FROM users WHERE name = ?1)",

@@ -3,6 +3,7 @@
 //! and supply-chain queries in place of a graph database.
 
 use crate::auth::{new_id, Actor, Permission};
+use crate::licence::within_plan;
 use crate::store::{now, tx_db, Audit, Class, Store, Written};
 use crate::Error;
 use kernel::Component;
@@ -458,7 +459,15 @@ impl Store {
             input.id = Some(id.clone());
             ready.push((id, input));
         }
+        let new_products = ready
+            .iter()
+            .filter(|(_, i)| i.kind == EntityKind::Product)
+            .count() as u64;
+        let terms = self.licence()?;
         self.write(actor, Class::Data, |tx| {
+            if replace.is_none() {
+                within_plan(tx, terms.as_ref(), "products", new_products)?;
+            }
             let mut out = Vec::with_capacity(ready.len());
             let mut audits = Vec::with_capacity(ready.len());
             let mut touched_ids = Vec::with_capacity(ready.len());

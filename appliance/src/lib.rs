@@ -19,6 +19,7 @@ pub mod changes;
 pub mod compliance;
 pub mod documents;
 pub mod entities;
+pub mod licence;
 mod objects;
 mod service;
 mod store;

@@ -51,6 +51,7 @@ impl Appliance {
             tracing::info!("search index out of step with the database; rebuilding");
             a.reindex()?;
         }
+        a.apply_licence(&Actor::cli())?;
         Ok(a)
     }
 
@@ -340,6 +341,7 @@ impl Appliance {
             "active_packs": packs,
             "counts": counts,
             "search_generation": self.index.generation(),
+            "licence": self.store.licence()?,
             "max_upload_bytes": self.max_upload,
         }))
     }

@@ -287,6 +287,13 @@ impl Store {
         class: Class,
         f: impl FnOnce(&Transaction<'_>) -> Result<(T, Vec<Audit>, Vec<(String, String)>), Error>,
     ) -> Result<Written<T>, Error> {
+        if class == Class::Data {
+            if let Some(terms) = self.licence()? {
+                if terms.expired(&crate::compliance::today()) {
+                    return Err(Error::ReadOnly(Lifecycle::Suspended));
+                }
+            }
+        }
         let path = self.path.clone();
         let db = |source| Error::Db {
             path: path.clone(),

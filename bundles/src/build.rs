@@ -260,12 +260,16 @@ pub struct ProductBundleManifest {
     pub product: ProductManifest,
     /// Every pack the manifest names that the repository could satisfy, pinned by CID.
     pub resolved: Vec<ResolvedPack>,
+    /// The licence this bundle carries for one spoke, signed with the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<crate::manifest::Licence>,
 }
 
 /// Builds a product bundle: the manifest file as payload, with packs pinned by CID.
 pub fn build_product(
     manifest_path: &Path,
     resolved: Vec<ResolvedPack>,
+    licence: Option<crate::manifest::Licence>,
     out: &Path,
     opts: &BuildOptions,
 ) -> Result<BuiltBundle> {
@@ -276,17 +280,25 @@ pub fn build_product(
         .iter()
         .map(|r| (r.name.clone(), r.version.clone()))
         .collect();
-    let pbm = ProductBundleManifest {
-        product: product.clone(),
-        resolved,
-    };
-    let manifest = serde_json::to_value(&pbm)
-        .map_err(|e| Error::invalid("product manifest", e.to_string()))?;
-    let files = vec![InputFile {
+    let mut files = vec![InputFile {
         rel: "product.yaml".into(),
         mode: 0o644,
         data: raw,
     }];
+    if let Some(l) = &licence {
+        files.push(InputFile {
+            rel: "licence.json".into(),
+            mode: 0o644,
+            data: crate::index::canonical_json(l)?,
+        });
+    }
+    let pbm = ProductBundleManifest {
+        product: product.clone(),
+        resolved,
+        licence,
+    };
+    let manifest = serde_json::to_value(&pbm)
+        .map_err(|e| Error::invalid("product manifest", e.to_string()))?;
     build_files(
         BundleKind::Product,
         &product.product.id,

@@ -253,3 +253,89 @@ mod tests {
         assert!(TrustTier::Verified < TrustTier::Certified);
     }
 }
+
+/// Format tag of a licence.
+pub const LICENCE_FORMAT: &str = "eurocomply-licence/1";
+
+/// A licence for one spoke, carried in (and signed with) a product bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Licence {
+    /// [`LICENCE_FORMAT`].
+    pub format: String,
+    /// The spoke's `did:key`; other spokes refuse the bundle.
+    pub spoke: String,
+    /// Product id.
+    pub product: String,
+    /// Plan id from the manifest's `plans`.
+    pub plan: String,
+    /// Most products (None: unlimited).
+    pub max_products: Option<u64>,
+    /// Most users (None: unlimited).
+    pub max_users: Option<u64>,
+    /// Last day it is valid (YYYY-MM-DD).
+    pub expires: String,
+}
+
+impl Licence {
+    /// A licence for `spoke` on `plan` of `product`, with the plan's limits.
+    pub fn for_plan(
+        product: &ProductManifest,
+        spoke: &str,
+        plan: &str,
+        expires: &str,
+    ) -> Result<Licence> {
+        let origin = "licence";
+        if !spoke.starts_with("did:key:z") {
+            return Err(Error::invalid(
+                origin,
+                format!("{spoke:?} is not a spoke did:key (see `spoke identity`)"),
+            ));
+        }
+        expires.parse::<jiff::civil::Date>().map_err(|_| {
+            Error::invalid(
+                origin,
+                format!("expiry {expires:?} is not a date (YYYY-MM-DD)"),
+            )
+        })?;
+        let p = product
+            .plans
+            .iter()
+            .find(|p| p.get("id").and_then(|v| v.as_str()) == Some(plan))
+            .ok_or_else(|| {
+                let ids: Vec<&str> = product
+                    .plans
+                    .iter()
+                    .filter_map(|p| p.get("id")?.as_str())
+                    .collect();
+                Error::invalid(
+                    origin,
+                    format!(
+                        "no plan {plan:?} in the product manifest; plans: {}",
+                        ids.join(", ")
+                    ),
+                )
+            })?;
+        let limit = |key: &str| -> Result<Option<u64>> {
+            match p.get(key) {
+                None => Ok(None),
+                Some(v) if v.as_str() == Some("unlimited") => Ok(None),
+                Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                    Error::invalid(
+                        origin,
+                        format!("plan {plan}: {key} must be a number or \"unlimited\""),
+                    )
+                }),
+            }
+        };
+        Ok(Licence {
+            format: LICENCE_FORMAT.into(),
+            spoke: spoke.into(),
+            product: product.product.id.clone(),
+            plan: plan.into(),
+            max_products: limit("max_products")?,
+            max_users: limit("max_users")?,
+            expires: expires.into(),
+        })
+    }
+}

@@ -398,6 +398,8 @@ pub enum AuditCommand {
 struct ApplianceRegistry {
     app: Appliance,
     payloads: PathBuf,
+    /// This spoke's did:key, which a licence must name.
+    did: String,
     change: Option<Change>,
 }
 
@@ -423,6 +425,17 @@ impl ApplianceRegistry {
                     .pointer("/product/defaults/trust_policy/minimum_tier")
             })
             .and_then(|v| v.as_str());
+        let licence = product.and_then(|p| p.manifest.get("licence")).cloned();
+        if let Some(l) = &licence {
+            if l.get("spoke").and_then(|v| v.as_str()) != Some(self.did.as_str()) {
+                return Err(appliance::Error::Denied(format!(
+                    "this product medium carries a licence for another spoke ({}); \
+                     ask the vendor for one made for this spoke ({})",
+                    l.get("spoke").and_then(|v| v.as_str()).unwrap_or("none"),
+                    self.did
+                )));
+            }
+        }
         self.app.store().check_tiers(&rows, product_tier)?;
         self.app.store().check_dependencies(&rows)?;
         let mut tables = Vec::new();
@@ -446,6 +459,9 @@ impl ApplianceRegistry {
             .map(|r| r.cid.clone())
             .collect();
         self.change = self.app.propose(&actor, &packs, product.is_some())?;
+        if let Some(l) = &licence {
+            self.app.install_licence(&actor, l)?;
+        }
         Ok(())
     }
 }
@@ -559,6 +575,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let mut registry = ApplianceRegistry {
                 app: Appliance::open(&d)?,
                 payloads: d.payloads(),
+                did: identity::load_public(&d.identity_dir())?.did,
                 change: None,
             };
             let report = agent::import(
@@ -581,6 +598,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let mut registry = ApplianceRegistry {
                 app: Appliance::open(&d)?,
                 payloads: d.payloads(),
+                did: identity::load_public(&d.identity_dir())?.did,
                 change: None,
             };
             let opts = agent::sync::SyncOptions {

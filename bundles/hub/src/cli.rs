@@ -211,6 +211,15 @@ pub enum ProductCommand {
         /// Bundle file to write.
         #[arg(long)]
         out: PathBuf,
+        /// Carry a licence for this spoke (its did:key from `spoke identity`).
+        #[arg(long, requires_all = ["plan", "expires"])]
+        licence_for: Option<String>,
+        /// The licence's plan (an id from the manifest's `plans`).
+        #[arg(long)]
+        plan: Option<String>,
+        /// Last day the licence is valid (YYYY-MM-DD).
+        #[arg(long)]
+        expires: Option<String>,
     },
 }
 
@@ -342,6 +351,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     manifest,
                     repo: r,
                     out: file,
+                    licence_for,
+                    plan,
+                    expires,
                 },
         } => {
             let raw = std::fs::read(&manifest)
@@ -352,9 +364,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             )?;
             let loaded = repo::load(&r)?;
             let resolved = repo::resolve_product(&loaded, &parsed)?;
+            let licence = match (licence_for, plan, expires) {
+                (Some(spoke), Some(plan), Some(expires)) => Some(
+                    bundles::manifest::Licence::for_plan(&parsed, &spoke, &plan, &expires)?,
+                ),
+                _ => None,
+            };
             let b = build::build_product(
                 &manifest,
                 resolved,
+                licence,
                 &file,
                 &BuildOptions::from_env(&builder())?,
             )?;

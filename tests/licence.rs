@@ -1,0 +1,194 @@
+//! Licences: a product bundle carries a licence for one spoke; its plan's
+//! limits are enforced, another spoke refuses it, and an expired licence
+//! suspends the spoke until a renewed one arrives on a medium.
+
+mod common;
+
+use common::Env;
+
+/// Builds, publishes and exports the sample product (at `version`) with a
+/// licence for `spoke`; returns the medium's name.
+fn product_medium(env: &Env, spoke: &str, plan: &str, expires: &str, version: &str) -> String {
+    let yaml = std::fs::read_to_string(
+        common::root().join("bundles/examples/products/eurocomply-cosmetics.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "version: \"1.0.0\"\n  description",
+        &format!("version: \"{version}\"\n  description"),
+    );
+    let manifest = env.path(&format!("product-{version}.yaml"));
+    std::fs::write(&manifest, yaml).unwrap();
+    let bundle = env.s(&format!("product-{version}.bundle"));
+    env.hub(&[
+        "product",
+        "build",
+        &manifest.display().to_string(),
+        "--repo",
+        &env.s("repo"),
+        "--out",
+        &bundle,
+        "--licence-for",
+        spoke,
+        "--plan",
+        plan,
+        "--expires",
+        expires,
+    ])
+    .ok();
+    env.hub(&[
+        "publish",
+        "--repo",
+        &env.s("repo"),
+        "--keys",
+        &env.s("keys"),
+        &bundle,
+    ])
+    .ok();
+    let medium = format!("usb-{version}");
+    env.export(&medium, &[]);
+    medium
+}
+
+fn did(env: &Env, data: &str) -> String {
+    env.spoke(&["identity", "--data", &env.s(data)]).ok()["did"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn products(env: &Env, n: usize, prefix: &str) -> String {
+    let list: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"id": format!("{prefix}-{i}"), "kind": "product", "name": format!("P {i}")}))
+        .collect();
+    let f = env.path(&format!("{prefix}.json"));
+    std::fs::write(&f, serde_json::to_vec(&list).unwrap()).unwrap();
+    f.display().to_string()
+}
+
+#[test]
+fn plan_limits_are_enforced_and_licences_are_per_spoke() {
+    let env = Env::new();
+    env.publish_examples();
+    env.spoke_init("spoke");
+    env.spoke_init("other");
+    let d = env.s("spoke");
+    let medium = product_medium(&env, &did(&env, "spoke"), "starter", "2099-12-31", "1.0.0");
+
+    // Another spoke refuses a licence that is not its own, and records nothing.
+    let before = common::snapshot(&env.path("other/db"));
+    let msg = env.import("other", &medium).fails_with("forbidden");
+    assert!(msg.contains("licence for another spoke"), "{msg}");
+    common::assert_same(&before, &common::snapshot(&env.path("other/db")));
+
+    env.import("spoke", &medium).ok();
+    let status = env.spoke(&["status", "--data", &d]).ok();
+    assert_eq!(status["licence"]["plan"], "starter");
+    assert_eq!(status["licence"]["max_products"], 50);
+
+    let msg = env
+        .spoke(&[
+            "entity",
+            "add",
+            "--data",
+            &d,
+            &products(&env, 51, "too-many"),
+        ])
+        .fails_with("forbidden");
+    assert!(msg.contains("the starter plan allows 50 products"), "{msg}");
+    env.spoke(&["entity", "add", "--data", &d, &products(&env, 50, "fits")])
+        .ok();
+    env.spoke(&[
+        "entity",
+        "add",
+        "--data",
+        &d,
+        &products(&env, 1, "one-more"),
+    ])
+    .fails_with("forbidden");
+    // Suppliers do not count against the product limit.
+    let supplier = env.path("supplier.json");
+    std::fs::write(&supplier, r#"{"kind": "supplier", "name": "Acme"}"#).unwrap();
+    env.spoke(&[
+        "entity",
+        "add",
+        "--data",
+        &d,
+        &supplier.display().to_string(),
+    ])
+    .ok();
+
+    for i in 0..10 {
+        env.spoke_stdin(
+            &[
+                "users",
+                "add",
+                "--data",
+                &d,
+                "--name",
+                &format!("u{i}"),
+                "--role",
+                "viewer",
+            ],
+            "a long enough passphrase\n",
+        )
+        .ok();
+    }
+    let msg = env
+        .spoke_stdin(
+            &[
+                "users", "add", "--data", &d, "--name", "u10", "--role", "viewer",
+            ],
+            "a long enough passphrase\n",
+        )
+        .fails_with("forbidden");
+    assert!(msg.contains("allows 10 users"), "{msg}");
+}
+
+#[test]
+fn an_expired_licence_suspends_until_a_renewed_one_arrives() {
+    let env = Env::new();
+    env.publish_examples();
+    env.spoke_init("spoke");
+    let d = env.s("spoke");
+    let me = did(&env, "spoke");
+    let expired = product_medium(&env, &me, "growth", "2020-01-01", "1.0.0");
+    env.import("spoke", &expired).ok();
+    assert_eq!(
+        env.spoke(&["lifecycle", "--data", &d]).ok()["state"],
+        "SUSPENDED"
+    );
+    let msg = env
+        .spoke(&["entity", "add", "--data", &d, &products(&env, 1, "p")])
+        .fails_with("read_only");
+    assert!(msg.contains("SUSPENDED"), "{msg}");
+    // Reads still work.
+    env.spoke(&["entity", "list", "--data", &d]).ok();
+
+    let renewed = product_medium(&env, &me, "growth", "2099-12-31", "1.0.1");
+    env.import("spoke", &renewed).ok();
+    assert_eq!(
+        env.spoke(&["lifecycle", "--data", &d]).ok()["state"],
+        "ACTIVE"
+    );
+    env.spoke(&["entity", "add", "--data", &d, &products(&env, 1, "p")])
+        .ok();
+    let actions: Vec<String> = env
+        .spoke(&["audit", "list", "--data", &d])
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "lifecycle.set")
+        .map(|e| e["detail"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions.len(), 2);
+    assert!(
+        actions[0].contains("licence expired on 2020-01-01"),
+        "{actions:?}"
+    );
+    assert!(
+        actions[1].contains("licence renewed until 2099-12-31"),
+        "{actions:?}"
+    );
+}
