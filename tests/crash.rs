@@ -39,6 +39,7 @@ fn kill_9_during_import_leaves_old_or_new_state() {
     let full = start.elapsed();
 
     let mut outcomes = Vec::new();
+    let mut resumed = 0;
     for i in 0..20u32 {
         let data = format!("d{i}");
         env.spoke_init(&data);
@@ -64,8 +65,28 @@ fn kill_9_during_import_leaves_old_or_new_state() {
         );
         outcomes.push(installed);
 
-        // Importing again completes whatever was interrupted.
-        env.import(&data, "usb").ok();
+        // Importing again completes whatever was interrupted, reusing every
+        // chunk the killed run had verified, and clears what it left behind.
+        let staged_dir = env.path(&format!("{data}/staging/verified-chunks"));
+        let staged = if staged_dir.exists() {
+            common::snapshot(&staged_dir)
+                .keys()
+                .filter(|p| p.extension().is_some_and(|e| e == "zst"))
+                .count()
+        } else {
+            0
+        };
+        let again = env.import(&data, "usb").ok();
+        if installed == 0 {
+            assert_eq!(again["resumed_chunks"], staged, "run {i}");
+            resumed += staged;
+        }
+        let leftovers: Vec<String> = std::fs::read_dir(env.path(&format!("{data}/staging")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "run {i}: {leftovers:?}");
         assert_eq!(env.packs(&data).len(), all, "run {i}");
         env.spoke(&["audit", "verify", "--data", &env.s(&data)])
             .ok();
@@ -76,5 +97,7 @@ fn kill_9_during_import_leaves_old_or_new_state() {
         outcomes.contains(&0),
         "some kill landed before the commit: {outcomes:?}"
     );
-    eprintln!("packs installed at each kill: {outcomes:?} (undisturbed import {full:?})");
+    eprintln!(
+        "packs installed at each kill: {outcomes:?} (undisturbed import {full:?}); {resumed} chunks resumed"
+    );
 }

@@ -29,6 +29,9 @@ pub enum Error {
     /// The registry refused or failed to record the bundles.
     #[error("{0}")]
     Registry(RegistryError),
+    /// Another import or sync holds the staging area.
+    #[error("another import or sync is running on this data directory; wait for it to finish")]
+    Busy,
     /// Fetching from the sync source failed (after retries).
     #[error("sync: {0}; check the URL, the network and the CA, then run `spoke sync` again (it resumes)")]
     Fetch(String),
@@ -52,6 +55,7 @@ impl Error {
             Error::Registry(e) => e.kind,
             Error::Io { .. } => "io",
             Error::Fetch(_) => "fetch",
+            Error::Busy => "busy",
         }
     }
 }
@@ -119,6 +123,9 @@ pub struct ImportReport {
     pub not_on_medium: usize,
     /// Chunks taken from the medium.
     pub chunks_copied: usize,
+    /// Chunks an interrupted earlier run had already verified and staged.
+    #[serde(default)]
+    pub resumed_chunks: usize,
     /// TUF root version now trusted.
     pub root_version: u64,
 }
@@ -131,7 +138,7 @@ pub fn import(
     registry: &mut dyn Registry,
     progress: &dyn Progress,
 ) -> Result<ImportReport, Error> {
-    std::fs::create_dir_all(&paths.staging).map_err(io("create", &paths.staging))?;
+    let _lock = StagingLock::take(&paths.staging)?;
     let staging =
         tempfile::tempdir_in(&paths.staging).map_err(io("create staging in", &paths.staging))?;
     let plain = bundles::medium::open_medium(medium, identity, staging.path())?;
@@ -151,6 +158,10 @@ pub fn import(
 /// Installs what a verified repository carries (its chunks in the
 /// repository's own chunk directory): stages and assembles every new bundle,
 /// then commits in the documented order. Shared by media and pull sync.
+///
+/// Verified chunks are staged in `staging/verified-chunks`, which survives a
+/// killed run so the next one resumes; a run that ends in a refusal removes
+/// what it staged, so a refused medium leaves the data directory unchanged.
 pub(crate) fn install(
     paths: &Paths,
     staging: &Path,
@@ -159,12 +170,51 @@ pub(crate) fn install(
     registry: &mut dyn Registry,
     progress: &dyn Progress,
 ) -> Result<ImportReport, Error> {
+    let staged_store = ChunkStore::new(paths.staging.join("verified-chunks"));
+    let before: std::collections::BTreeSet<String> = staged_store.list()?.into_iter().collect();
+    let result = install_staged(
+        paths,
+        staging,
+        verified,
+        policy,
+        registry,
+        progress,
+        &staged_store,
+        before.len(),
+    );
+    if result.is_err() {
+        for id in staged_store
+            .list()?
+            .into_iter()
+            .filter(|id| !before.contains(id))
+        {
+            let path = staged_store.path(&id);
+            let _ = std::fs::remove_file(&path);
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        let _ = std::fs::remove_dir(staged_store.root());
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn install_staged(
+    paths: &Paths,
+    staging: &Path,
+    verified: &verify::Verified,
+    policy: &Policy,
+    registry: &mut dyn Registry,
+    progress: &dyn Progress,
+    staged_store: &ChunkStore,
+    resumed_chunks: usize,
+) -> Result<ImportReport, Error> {
     let installed_store = ChunkStore::new(&paths.chunks);
-    let staged_store = ChunkStore::new(staging.join("chunks"));
     let medium_store = verified.layout().chunks();
     let sources = ChunkSources {
         installed: &installed_store,
-        staged: &staged_store,
+        staged: staged_store,
         medium: &medium_store,
     };
     let mut new = Vec::new();
@@ -226,8 +276,39 @@ pub(crate) fn install(
         already_installed: already,
         not_on_medium,
         chunks_copied: staged_chunks.len(),
+        resumed_chunks,
         root_version: verified.new_state.root()?.signed.version.get(),
     })
+}
+
+/// Exclusive use of the staging area for one import or sync at a time; taking
+/// it also removes what a killed earlier run left in temporary directories.
+pub struct StagingLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl StagingLock {
+    /// Takes the lock (creating the staging directory and its lock file).
+    pub fn take(staging: &Path) -> Result<StagingLock, Error> {
+        std::fs::create_dir_all(staging).map_err(io("create", staging))?;
+        let path = staging.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| Error::Busy)?;
+        for entry in std::fs::read_dir(staging).map_err(io("list", staging))? {
+            let entry = entry.map_err(io("list", staging))?;
+            if entry.file_name().to_string_lossy().starts_with(".tmp") {
+                let p = entry.path();
+                std::fs::remove_dir_all(&p).map_err(io("remove stale staging", &p))?;
+            }
+        }
+        Ok(StagingLock { _lock: lock })
+    }
 }
 
 /// Renames `from` to `to` (creating parents) unless `to` already exists: content-addressed

@@ -198,6 +198,7 @@ pub fn sync(
     progress: &dyn Progress,
 ) -> Result<SyncReport, Error> {
     let mut client = Client::new(opts)?;
+    let _lock = crate::StagingLock::take(&paths.staging)?;
     let mirror = Layout::new(paths.staging.join("sync-mirror"));
     // Metadata is fetched afresh every run; indexes and chunks are kept.
     let meta = mirror.metadata();

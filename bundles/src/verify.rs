@@ -500,7 +500,8 @@ impl Verified {
 pub struct ChunkSources<'a> {
     /// Chunks the spoke already installed (read only).
     pub installed: &'a ChunkStore,
-    /// Chunks verified earlier in this import (written here when taken from the medium).
+    /// Chunks verified earlier in this import or in an interrupted one
+    /// (written here when taken from the medium; re-checked before use).
     pub staged: &'a ChunkStore,
     /// The medium or mirror.
     pub medium: &'a ChunkStore,
@@ -508,9 +509,20 @@ pub struct ChunkSources<'a> {
 
 impl ChunkSources<'_> {
     fn fetch(&self, r: &crate::index::ChunkRef, plain: &mut Vec<u8>) -> Result<()> {
-        for store in [self.installed, self.staged] {
-            if store.contains(&r.id) {
-                return chunks::open(r, &store.get(&r.id, r.stored)?, plain);
+        if self.installed.contains(&r.id) {
+            return chunks::open(r, &self.installed.get(&r.id, r.stored)?, plain);
+        }
+        if self.staged.contains(&r.id) {
+            // Staged by an earlier, interrupted run: use it if it still verifies,
+            // otherwise drop it and take the chunk from the medium again.
+            match chunks::open(r, &self.staged.get(&r.id, r.stored)?, plain) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!("discarding staged chunk {}: {e}", r.id);
+                    plain.clear();
+                    let path = self.staged.path(&r.id);
+                    std::fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+                }
             }
         }
         let stored = self.medium.get(&r.id, r.stored)?;

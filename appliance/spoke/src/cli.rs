@@ -538,6 +538,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             bundles::fsutil::create_private_dir(&data)?;
             state.save(&d.trust())?;
             bundles::fsutil::create_private_dir(&d.staging())?;
+            // Creates the staging lock file now, so a refused import later changes nothing.
+            agent::StagingLock::take(&d.staging())?;
             let public = identity::create(&d.identity_dir())?;
             Store::open(&d.database())?;
             api::tls::ensure(&d.tls_dir(), &[])?;
