@@ -1,9 +1,8 @@
 //! The `spoke` command line.
 
-use crate::{identity, report, work, Error};
-use agent::{Registry, RegistryError, VerifiedBundle};
+use crate::{identity, intake, report, work, Error};
 use appliance::changes::Change;
-use appliance::{Actor, Appliance, DataDir, InstalledBundle, Store};
+use appliance::{Actor, Appliance, DataDir, Store};
 use bundles::chunks::ChunkStore;
 use bundles::medium::{Inventory, INVENTORY_FORMAT};
 use bundles::verify::TrustState;
@@ -218,6 +217,22 @@ pub enum Command {
         /// Largest document upload in bytes.
         #[arg(long, default_value_t = appliance::documents::DEFAULT_MAX_UPLOAD)]
         max_upload: u64,
+        /// Import every medium that appears under this directory (where
+        /// removable media are mounted), once each.
+        #[arg(long)]
+        watch: Option<PathBuf>,
+        /// Seconds between looks at the watched directory.
+        #[arg(long, default_value_t = 5)]
+        watch_every: u64,
+        /// Pull from this hub URL on a schedule (pull-only; the hub never connects here).
+        #[arg(long)]
+        sync_from: Option<String>,
+        /// CA certificate for --sync-from.
+        #[arg(long)]
+        sync_ca: Option<PathBuf>,
+        /// Minutes between pulls (failures back off, up to a day).
+        #[arg(long, default_value_t = 60)]
+        sync_every: u64,
     },
 }
 
@@ -392,101 +407,6 @@ pub enum AuditCommand {
     },
 }
 
-/// The appliance seen through the agent's [`Registry`] trait: records what
-/// was verified (with its packs' reference tables), after checking trust
-/// tiers, then proposes activating new pack versions through the simulator.
-struct ApplianceRegistry {
-    app: Appliance,
-    payloads: PathBuf,
-    /// This spoke's did:key, which a licence must name.
-    did: String,
-    change: Option<Change>,
-}
-
-impl ApplianceRegistry {
-    fn record_all(&mut self, bundles: &[VerifiedBundle]) -> Result<(), appliance::Error> {
-        let now = jiff_now();
-        let rows: Vec<InstalledBundle> = bundles
-            .iter()
-            .map(|b| InstalledBundle {
-                cid: b.published.cid.clone(),
-                kind: b.published.kind.as_str().to_string(),
-                name: b.published.name.clone(),
-                version: b.published.version.clone(),
-                target: b.published.target.clone(),
-                manifest: b.index.manifest.clone(),
-                installed_at: now.clone(),
-            })
-            .collect();
-        let product = rows.iter().find(|r| r.kind == "product");
-        let product_tier = product
-            .and_then(|p| {
-                p.manifest
-                    .pointer("/product/defaults/trust_policy/minimum_tier")
-            })
-            .and_then(|v| v.as_str());
-        let licence = product.and_then(|p| p.manifest.get("licence")).cloned();
-        if let Some(l) = &licence {
-            if l.get("spoke").and_then(|v| v.as_str()) != Some(self.did.as_str()) {
-                return Err(appliance::Error::Denied(format!(
-                    "this product medium carries a licence for another spoke ({}); \
-                     ask the vendor for one made for this spoke ({})",
-                    l.get("spoke").and_then(|v| v.as_str()).unwrap_or("none"),
-                    self.did
-                )));
-            }
-        }
-        self.app.store().check_tiers(&rows, product_tier)?;
-        self.app.store().check_dependencies(&rows)?;
-        let mut tables = Vec::new();
-        for b in bundles
-            .iter()
-            .filter(|b| b.published.kind.as_str() == "pack")
-        {
-            tables.extend(appliance::compliance::read_pack_tables(
-                &self.payloads.join(b.published.sha256()),
-                &b.published.cid,
-                &b.published.name,
-            )?);
-        }
-        let actor = Actor::cli();
-        self.app
-            .store_mut()
-            .record_bundles(&rows, &tables, &actor)?;
-        let packs: Vec<String> = rows
-            .iter()
-            .filter(|r| r.kind == "pack")
-            .map(|r| r.cid.clone())
-            .collect();
-        self.change = self.app.propose(&actor, &packs, product.is_some())?;
-        if let Some(l) = &licence {
-            self.app.install_licence(&actor, l)?;
-        }
-        Ok(())
-    }
-}
-
-fn registry_error(e: appliance::Error) -> RegistryError {
-    RegistryError {
-        kind: e.kind(),
-        message: e.to_string(),
-    }
-}
-
-impl Registry for ApplianceRegistry {
-    fn has(&self, cid: &str) -> Result<bool, RegistryError> {
-        self.app.store().has_bundle(cid).map_err(registry_error)
-    }
-
-    fn record(&mut self, bundles: &[VerifiedBundle]) -> Result<(), RegistryError> {
-        self.record_all(bundles).map_err(registry_error)
-    }
-}
-
-fn jiff_now() -> String {
-    jiff::Timestamp::now().to_string()
-}
-
 pub(crate) fn out<T: Serialize>(
     json: bool,
     value: &T,
@@ -501,16 +421,6 @@ pub(crate) fn out<T: Serialize>(
         println!("{}", human(value));
     }
     Ok(())
-}
-
-fn agent_paths(d: &DataDir) -> agent::Paths {
-    agent::Paths {
-        trust: d.trust(),
-        chunks: d.chunks(),
-        indexes: d.indexes(),
-        payloads: d.payloads(),
-        staging: d.staging(),
-    }
 }
 
 #[derive(Serialize)]
@@ -572,22 +482,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Import { data, medium } => {
             let d = DataDir::new(&data);
-            d.check_initialised()?;
-            let age = identity::age_identity(&d.identity_dir())?;
-            let mut registry = ApplianceRegistry {
-                app: Appliance::open(&d)?,
-                payloads: d.payloads(),
-                did: identity::load_public(&d.identity_dir())?.did,
-                change: None,
-            };
-            let report = agent::import(
-                &agent_paths(&d),
-                &medium,
-                Some(&age),
-                &mut registry,
-                &bundles::progress::TtyBar::new("importing", true),
-            )?;
-            import_out(json, &report, registry.change.as_ref(), None)
+            let progress = bundles::progress::TtyBar::new("importing", true);
+            let (report, change) = intake::import_medium(&d, &medium, &progress)?;
+            import_out(json, &report, change.as_ref(), None)
         }
         Command::Sync {
             data,
@@ -596,30 +493,14 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             retries,
         } => {
             let d = DataDir::new(&data);
-            d.check_initialised()?;
-            let mut registry = ApplianceRegistry {
-                app: Appliance::open(&d)?,
-                payloads: d.payloads(),
-                did: identity::load_public(&d.identity_dir())?.did,
-                change: None,
-            };
             let opts = agent::sync::SyncOptions {
                 url: from,
                 ca,
                 retries,
             };
-            let report = agent::sync::sync(
-                &agent_paths(&d),
-                &opts,
-                &mut registry,
-                &bundles::progress::TtyBar::new("syncing", true),
-            )?;
-            import_out(
-                json,
-                &report.import,
-                registry.change.as_ref(),
-                Some(&report),
-            )
+            let progress = bundles::progress::TtyBar::new("syncing", true);
+            let (report, change) = intake::sync_from(&d, &opts, &progress)?;
+            import_out(json, &report.import, change.as_ref(), Some(&report))
         }
         Command::Packs { data } => {
             let d = DataDir::new(&data);
@@ -788,8 +669,32 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             http,
             rate_limit,
             max_upload,
+            watch,
+            watch_every,
+            sync_from,
+            sync_ca,
+            sync_every,
         } => {
             let mut a = open(&data)?;
+            if let Some(dir) = watch {
+                intake::watch_media(
+                    a.dir().clone(),
+                    dir,
+                    std::time::Duration::from_secs(watch_every.max(1)),
+                );
+            }
+            if let Some(url) = sync_from {
+                let opts = agent::sync::SyncOptions {
+                    url,
+                    ca: sync_ca,
+                    retries: 4,
+                };
+                intake::sync_every(
+                    a.dir().clone(),
+                    opts,
+                    std::time::Duration::from_secs(60 * sync_every.max(1)),
+                );
+            }
             a.set_max_upload(max_upload);
             let tls = if http {
                 None

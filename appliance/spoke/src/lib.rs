@@ -3,6 +3,7 @@
 
 pub mod cli;
 mod identity;
+mod intake;
 mod report;
 mod work;
 

@@ -1,0 +1,234 @@
+//! How bundles come in: a medium given on the command line or found in a
+//! watched directory while `spoke serve` runs, or a pull from a hub on a
+//! schedule. All of them go through the agent and then this registry, which
+//! applies the spoke's policy (licence, trust tier, dependencies) and
+//! proposes the pack change.
+
+use crate::{identity, Error};
+use agent::sync::{SyncOptions, SyncReport};
+use agent::{ImportReport, Registry, RegistryError, VerifiedBundle};
+use appliance::changes::Change;
+use appliance::{Actor, Appliance, DataDir, InstalledBundle};
+use bundles::Progress;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The appliance seen through the agent's [`Registry`] trait: records what
+/// was verified (with its packs' reference tables), after checking trust
+/// tiers, then proposes activating new pack versions through the simulator.
+pub(crate) struct ApplianceRegistry {
+    app: Appliance,
+    payloads: PathBuf,
+    /// This spoke's did:key, which a licence must name.
+    did: String,
+    change: Option<Change>,
+}
+
+impl ApplianceRegistry {
+    fn record_all(&mut self, bundles: &[VerifiedBundle]) -> Result<(), appliance::Error> {
+        let now = jiff_now();
+        let rows: Vec<InstalledBundle> = bundles
+            .iter()
+            .map(|b| InstalledBundle {
+                cid: b.published.cid.clone(),
+                kind: b.published.kind.as_str().to_string(),
+                name: b.published.name.clone(),
+                version: b.published.version.clone(),
+                target: b.published.target.clone(),
+                manifest: b.index.manifest.clone(),
+                installed_at: now.clone(),
+            })
+            .collect();
+        let product = rows.iter().find(|r| r.kind == "product");
+        let product_tier = product
+            .and_then(|p| {
+                p.manifest
+                    .pointer("/product/defaults/trust_policy/minimum_tier")
+            })
+            .and_then(|v| v.as_str());
+        let licence = product.and_then(|p| p.manifest.get("licence")).cloned();
+        if let Some(l) = &licence {
+            if l.get("spoke").and_then(|v| v.as_str()) != Some(self.did.as_str()) {
+                return Err(appliance::Error::Denied(format!(
+                    "this product medium carries a licence for another spoke ({}); \
+                     ask the vendor for one made for this spoke ({})",
+                    l.get("spoke").and_then(|v| v.as_str()).unwrap_or("none"),
+                    self.did
+                )));
+            }
+        }
+        self.app.store().check_tiers(&rows, product_tier)?;
+        self.app.store().check_dependencies(&rows)?;
+        let mut tables = Vec::new();
+        for b in bundles
+            .iter()
+            .filter(|b| b.published.kind.as_str() == "pack")
+        {
+            tables.extend(appliance::compliance::read_pack_tables(
+                &self.payloads.join(b.published.sha256()),
+                &b.published.cid,
+                &b.published.name,
+            )?);
+        }
+        let actor = Actor::cli();
+        self.app
+            .store_mut()
+            .record_bundles(&rows, &tables, &actor)?;
+        let packs: Vec<String> = rows
+            .iter()
+            .filter(|r| r.kind == "pack")
+            .map(|r| r.cid.clone())
+            .collect();
+        self.change = self.app.propose(&actor, &packs, product.is_some())?;
+        if let Some(l) = &licence {
+            self.app.install_licence(&actor, l)?;
+        }
+        Ok(())
+    }
+}
+
+fn registry_error(e: appliance::Error) -> RegistryError {
+    RegistryError {
+        kind: e.kind(),
+        message: e.to_string(),
+    }
+}
+
+impl Registry for ApplianceRegistry {
+    fn has(&self, cid: &str) -> Result<bool, RegistryError> {
+        self.app.store().has_bundle(cid).map_err(registry_error)
+    }
+
+    fn record(&mut self, bundles: &[VerifiedBundle]) -> Result<(), RegistryError> {
+        self.record_all(bundles).map_err(registry_error)
+    }
+}
+
+fn jiff_now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+fn agent_paths(d: &DataDir) -> agent::Paths {
+    agent::Paths {
+        trust: d.trust(),
+        chunks: d.chunks(),
+        indexes: d.indexes(),
+        payloads: d.payloads(),
+        staging: d.staging(),
+    }
+}
+
+fn registry(d: &DataDir) -> Result<ApplianceRegistry, Error> {
+    d.check_initialised()?;
+    Ok(ApplianceRegistry {
+        app: Appliance::open(d)?,
+        payloads: d.payloads(),
+        did: identity::load_public(&d.identity_dir())?.did,
+        change: None,
+    })
+}
+
+/// Verifies and installs a medium; returns what it installed and the pack
+/// change it proposed.
+pub(crate) fn import_medium(
+    d: &DataDir,
+    medium: &Path,
+    progress: &dyn Progress,
+) -> Result<(ImportReport, Option<Change>), Error> {
+    let mut registry = registry(d)?;
+    let age = identity::age_identity(&d.identity_dir())?;
+    let report = agent::import(&agent_paths(d), medium, Some(&age), &mut registry, progress)?;
+    Ok((report, registry.change))
+}
+
+/// Pulls from a hub or mirror and installs what is new.
+pub(crate) fn sync_from(
+    d: &DataDir,
+    opts: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<(SyncReport, Option<Change>), Error> {
+    let mut registry = registry(d)?;
+    let report = agent::sync::sync(&agent_paths(d), opts, &mut registry, progress)?;
+    Ok((report, registry.change))
+}
+
+/// While `spoke serve` runs: imports every medium that appears as a
+/// directory under `dir` (where removable media are mounted), once each.
+/// Directories still being written (`*.partial`) are skipped.
+pub(crate) fn watch_media(d: DataDir, dir: PathBuf, every: Duration) {
+    std::thread::spawn(move || {
+        let mut seen: BTreeSet<(PathBuf, Vec<u8>)> = BTreeSet::new();
+        loop {
+            for medium in media_in(&dir) {
+                let Ok(info) = std::fs::read(medium.join("medium.json")) else {
+                    continue;
+                };
+                if !seen.insert((medium.clone(), info)) {
+                    continue;
+                }
+                tracing::info!("medium found at {}; verifying", medium.display());
+                match import_medium(&d, &medium, &()) {
+                    Ok((r, change)) => tracing::info!(
+                        "medium {}: {} installed, {} already present{}",
+                        medium.display(),
+                        r.installed.len(),
+                        r.already_installed.len(),
+                        change
+                            .map(|c| format!("; change {} {}", c.id, c.status))
+                            .unwrap_or_default()
+                    ),
+                    Err(e) => tracing::warn!("medium {} refused: {e}", medium.display()),
+                }
+            }
+            std::thread::sleep(every);
+        }
+    });
+}
+
+/// Directories under `dir` (and `dir` itself) that hold a medium.
+fn media_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if dir.join("medium.json").is_file() {
+        out.push(dir.to_path_buf());
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            let partial = p.extension().is_some_and(|x| x == "partial");
+            if !partial && p.join("medium.json").is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// While `spoke serve` runs: pulls from the hub every `every`, backing off
+/// (doubling the wait, up to a day) while it fails.
+pub(crate) fn sync_every(d: DataDir, opts: SyncOptions, every: Duration) {
+    std::thread::spawn(move || {
+        let mut wait = every;
+        loop {
+            match sync_from(&d, &opts, &()) {
+                Ok((r, change)) => {
+                    tracing::info!(
+                        "sync from {}: {} installed{}",
+                        opts.url,
+                        r.import.installed.len(),
+                        change
+                            .map(|c| format!("; change {} {}", c.id, c.status))
+                            .unwrap_or_default()
+                    );
+                    wait = every;
+                }
+                Err(e) => {
+                    tracing::warn!("sync from {} failed: {e}; next try in {wait:?}", opts.url);
+                    wait = (wait * 2).min(Duration::from_secs(24 * 3600));
+                }
+            }
+            std::thread::sleep(wait);
+        }
+    });
+}

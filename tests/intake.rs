@@ -1,0 +1,72 @@
+//! While `spoke serve` runs, bundles come in by themselves: a medium that
+//! appears in the watched directory is verified and imported, and a
+//! configured hub is pulled on a schedule; both through the same checks.
+
+mod common;
+
+use common::{Child, Env};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn serve(env: &Env, extra: &[&str]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spoke"))
+        .args([
+            "--json",
+            "serve",
+            "--data",
+            &env.s("spoke"),
+            "--addr",
+            "127.0.0.1:0",
+            "--http",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "{line}");
+    Child(child)
+}
+
+/// Polls until the spoke has `n` packs, or fails after a generous deadline.
+fn wait_for_packs(env: &Env, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.packs("spoke").len() < n {
+        assert!(Instant::now() < deadline, "the packs never arrived");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_medium_appearing_in_the_watched_directory_is_imported() {
+    let env = Env::new();
+    env.publish_examples();
+    env.spoke_init("spoke");
+    std::fs::create_dir_all(env.path("media")).unwrap();
+    let _server = serve(&env, &["--watch", &env.s("media"), "--watch-every", "1"]);
+    // `hub export` writes `*.partial` and renames it when complete.
+    env.export("media/stick", &[]);
+    wait_for_packs(&env, 5);
+    let changes = env
+        .spoke(&["changes", "list", "--data", &env.s("spoke")])
+        .ok();
+    assert_eq!(changes[0]["status"], "applied");
+    env.spoke(&["audit", "verify", "--data", &env.s("spoke")])
+        .ok();
+}
+
+#[test]
+fn serve_pulls_from_the_hub_on_a_schedule() {
+    let env = Env::new();
+    env.publish_examples();
+    env.spoke_init("spoke");
+    let (_hub, url) = env.hub_serve(&[]);
+    let _server = serve(&env, &["--sync-from", &url]);
+    wait_for_packs(&env, 5);
+    env.spoke(&["audit", "verify", "--data", &env.s("spoke")])
+        .ok();
+}
