@@ -210,3 +210,50 @@ fn packs_below_the_trust_tier_or_missing_dependencies_are_refused() {
     assert!(msg.contains("needs @data/nowhere ^1.0.0"), "{msg}");
     common::assert_same(&snapshot, &common::snapshot(&env.path("spoke/db")));
 }
+
+#[test]
+fn a_public_pack_may_not_depend_on_a_private_one() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    let private = env.path("src/private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::write(
+        private.join("pack.json"),
+        r#"{"name":"@acme/house-limits","version":"1.0.0","type":"intelligence","handler_vm_version":"^1.0.0","trust_tier":"verified","visibility":"private"}"#,
+    )
+    .unwrap();
+    let public = env.path("src/public");
+    std::fs::create_dir_all(&public).unwrap();
+    std::fs::write(
+        public.join("pack.json"),
+        r#"{"name":"@eu/extra","version":"1.0.0","type":"logic","handler_vm_version":"^1.0.0","trust_tier":"verified","dependencies":{"@acme/house-limits":"^1.0.0"}}"#,
+    )
+    .unwrap();
+    env.build_publish(&private.display().to_string(), "private.bundle", &[]);
+    env.build_publish(&public.display().to_string(), "public.bundle", &[]);
+    env.export(
+        "mixed",
+        &["--only", "@acme/house-limits", "--only", "@eu/extra"],
+    );
+    let msg = env.import("spoke", "mixed").fails_with("forbidden");
+    assert!(
+        msg.contains("may not depend on the private pack @acme/house-limits"),
+        "{msg}"
+    );
+    // The reverse is fine: a private pack on a public one.
+    let ok = env.path("src/private-ok");
+    std::fs::create_dir_all(&ok).unwrap();
+    std::fs::write(
+        ok.join("pack.json"),
+        r#"{"name":"@acme/house-rules","version":"1.0.0","type":"logic","handler_vm_version":"^1.0.0","trust_tier":"verified","visibility":"private","dependencies":{"@data/eu-cosmetics-annexes":"^2026.1.0"}}"#,
+    )
+    .unwrap();
+    env.build_publish(&ok.display().to_string(), "private-ok.bundle", &[]);
+    env.export("private-ok", &["--only", "@acme/house-rules"]);
+    let r = env.import("spoke", "private-ok").ok();
+    assert_eq!(
+        r["change"]["status"], "pending",
+        "a spoke with data approves new packs"
+    );
+    let _ = d;
+}

@@ -261,9 +261,20 @@ impl Store {
                             b.name
                         ))
                     })?;
-                let ok = set
-                    .iter()
-                    .find(|q| &q.name == name)
+                let dep = set.iter().find(|q| &q.name == name);
+                let private = |b: &InstalledBundle| {
+                    field(b, "visibility").and_then(|v| v.as_str()) == Some("private")
+                };
+                if let Some(q) = dep {
+                    if private(q) && !private(b) {
+                        return Err(Error::Denied(format!(
+                            "public pack {} {} may not depend on the private pack {name}; \
+                             private packs may depend on public ones, never the reverse",
+                            b.name, b.version
+                        )));
+                    }
+                }
+                let ok = dep
                     .and_then(|q| semver::Version::parse(&q.version).ok())
                     .is_some_and(|v| req.matches(&v));
                 if !ok {

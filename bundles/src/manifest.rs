@@ -53,9 +53,24 @@ pub struct PackManifest {
     /// Whether the spoke may apply updates of this pack by itself when the simulator shows no change.
     #[serde(default)]
     pub safe_auto_update: bool,
+    /// `public` (the registry federation) or `private` (one tenant's own).
+    /// Private packs may depend on public ones, never the reverse.
+    #[serde(default)]
+    pub visibility: Visibility,
     /// One line for people.
     #[serde(default)]
     pub description: String,
+}
+
+/// Where a pack is published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// In the public registry federation.
+    #[default]
+    Public,
+    /// A tenant's own pack.
+    Private,
 }
 
 impl PackManifest {
