@@ -158,25 +158,11 @@ fn packs_below_the_trust_tier_or_missing_dependencies_are_refused() {
     let env = Env::new();
     let d = env.sample_spoke("spoke");
     let product = common::root().join("bundles/examples/products/eurocomply-cosmetics.yaml");
-    env.hub(&[
-        "product",
-        "build",
+    env.product_publish(
         &product.display().to_string(),
-        "--repo",
-        &env.s("repo"),
-        "--out",
         &env.s("product.bundle"),
-    ])
-    .ok();
-    env.hub(&[
-        "publish",
-        "--repo",
-        &env.s("repo"),
-        "--keys",
-        &env.s("keys"),
-        &env.s("product.bundle"),
-    ])
-    .ok();
+        &[],
+    );
     env.export("product-usb", &["--only", "eurocomply-cosmetics"]);
     env.spoke(&["import", "--data", &d, &env.s("product-usb")])
         .ok();

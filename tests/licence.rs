@@ -20,31 +20,11 @@ fn product_medium(env: &Env, spoke: &str, plan: &str, expires: &str, version: &s
     let manifest = env.path(&format!("product-{version}.yaml"));
     std::fs::write(&manifest, yaml).unwrap();
     let bundle = env.s(&format!("product-{version}.bundle"));
-    env.hub(&[
-        "product",
-        "build",
+    env.product_publish(
         &manifest.display().to_string(),
-        "--repo",
-        &env.s("repo"),
-        "--out",
         &bundle,
-        "--licence-for",
-        spoke,
-        "--plan",
-        plan,
-        "--expires",
-        expires,
-    ])
-    .ok();
-    env.hub(&[
-        "publish",
-        "--repo",
-        &env.s("repo"),
-        "--keys",
-        &env.s("keys"),
-        &bundle,
-    ])
-    .ok();
+        &["--licence-for", spoke, "--plan", plan, "--expires", expires],
+    );
     let medium = format!("usb-{version}");
     env.export(&medium, &[]);
     medium

@@ -45,15 +45,7 @@ fn product_pins_the_highest_matching_pack_and_installs() {
         ])
         .ok();
     assert_eq!(built["kind"], "product");
-    env.hub(&[
-        "publish",
-        "--repo",
-        &env.s("repo"),
-        "--keys",
-        &env.s("keys"),
-        &env.s("p.bundle"),
-    ])
-    .ok();
+    env.publish(&env.s("p.bundle"), &[]);
     env.export("m", &[]);
     env.spoke_init("d");
     env.import("d", "m").ok();

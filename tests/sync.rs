@@ -43,31 +43,16 @@ fn sync_over_https_installs_then_fetches_only_metadata() {
         .fails_with("fetch");
     assert!(msg.contains("use https://"), "{msg}");
 
-    let first = env
-        .spoke(&[
-            "sync",
-            "--data",
-            &d,
-            "--from",
-            &url,
-            "--ca",
-            &env.s("ca.pem"),
-        ])
-        .ok();
+    let ca = env.s("ca.pem");
+    let sync = || {
+        env.spoke(&["sync", "--data", &d, "--from", &url, "--ca", &ca])
+            .ok()
+    };
+    let first = sync();
     assert_eq!(installed(&first), 5);
     assert_eq!(first["change"]["mode"], "no_data");
     assert_eq!(env.packs("spoke").len(), 5);
-    let again = env
-        .spoke(&[
-            "sync",
-            "--data",
-            &d,
-            "--from",
-            &url,
-            "--ca",
-            &env.s("ca.pem"),
-        ])
-        .ok();
+    let again = sync();
     assert_eq!(installed(&again), 0);
     assert_eq!(
         again["fetched_files"], 3,

@@ -277,7 +277,6 @@ pub fn sync(
             mirrored.put(&chunk.id, &bytes)?;
         }
     }
-    std::fs::create_dir_all(&paths.staging).map_err(io("create", &paths.staging))?;
     let staging =
         tempfile::tempdir_in(&paths.staging).map_err(io("create staging in", &paths.staging))?;
     let import = install(

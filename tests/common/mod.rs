@@ -146,18 +146,35 @@ impl Env {
         let built = self
             .hub(&["pack", "build", src, "--out", &self.s(out)])
             .ok();
-        let mut args = vec![
-            "publish".to_string(),
-            "--repo".into(),
-            self.s("repo"),
-            "--keys".into(),
-            self.s("keys"),
-            self.s(out),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.hub(&args).ok();
+        self.publish(&self.s(out), extra);
         built["cid"].as_str().unwrap().to_string()
+    }
+
+    /// Runs `hub` with `base` then `extra` arguments and expects success.
+    fn hub_ok(&self, base: &[&str], extra: &[&str]) -> serde_json::Value {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        self.hub(&args).ok()
+    }
+
+    /// `hub publish` of a bundle file into this env's repository.
+    pub fn publish(&self, bundle: &str, extra: &[&str]) {
+        let (repo, keys) = (self.s("repo"), self.s("keys"));
+        self.hub_ok(
+            &["publish", "--repo", &repo, "--keys", &keys, bundle],
+            extra,
+        );
+    }
+
+    /// `hub product build` of `manifest` against this env's repository, then publish.
+    pub fn product_publish(&self, manifest: &str, bundle: &str, extra: &[&str]) {
+        let repo = self.s("repo");
+        self.hub_ok(
+            &[
+                "product", "build", manifest, "--repo", &repo, "--out", bundle,
+            ],
+            extra,
+        );
+        self.publish(bundle, &[]);
     }
 
     /// `hub rotate-key --role ROLE` on this env's repository.
