@@ -540,7 +540,19 @@ fn headers_health_metrics_openapi_and_rate_limit() {
     }
     let missing = call(&s, "GET", "/api/v1/nothing-here", Some(&auditor), None);
     assert_eq!((missing.status, missing.kind()), (404, "not_found"));
+    assert_eq!(call(&s, "GET", "/api/v1/status", None, None).status, 401);
     drop(s);
+    // Error responses are counted by code for the report to the hub.
+    env.spoke(&["report", "--data", &d, "--to", &env.s("out")])
+        .ok();
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(env.path("out/report.json")).unwrap()).unwrap();
+    let errors = &report["body"]["errors_by_code_24h"];
+    assert_eq!(
+        (errors["http_404"].as_i64(), errors["http_401"].as_i64()),
+        (Some(1), Some(1)),
+        "{errors}"
+    );
 
     let limited = serve(&d, &["--rate-limit", "1"]);
     let statuses: Vec<u16> = (0..10)

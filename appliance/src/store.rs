@@ -27,6 +27,14 @@ fn migrations() -> Migrations<'static> {
         M::up(crate::audit::MIGRATION),
         M::up(CORE),
         M::up(crate::changes::MIGRATION),
+        M::up(
+            "CREATE TABLE error_counts (
+                day  TEXT NOT NULL,
+                code TEXT NOT NULL,
+                n    INTEGER NOT NULL,
+                PRIMARY KEY (day, code)
+            );",
+        ),
     ])
 }
 
@@ -335,6 +343,34 @@ impl Store {
             touched,
             generation,
         })
+    }
+
+    /// Counts one error answered to a client, by code (e.g. `http_403`), per
+    /// day: numbers only, for the report to the hub. Not audit-logged.
+    pub fn count_error(&self, code: &str) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "INSERT INTO error_counts (day, code, n) VALUES (?1, ?2, 1)
+                 ON CONFLICT (day, code) DO UPDATE SET n = n + 1",
+                rusqlite::params![crate::compliance::today(), code],
+            )
+            .map_err(self.db())?;
+        Ok(())
+    }
+
+    /// Errors by code since `day` (YYYY-MM-DD).
+    pub fn error_counts(
+        &self,
+        day: &str,
+    ) -> Result<std::collections::BTreeMap<String, i64>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT code, sum(n) FROM error_counts WHERE day >= ?1 GROUP BY code")
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map([day], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.db())?;
+        rows.collect::<Result<_, _>>().map_err(self.db())
     }
 
     /// The current lifecycle state.

@@ -219,9 +219,26 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
     }
     .await
     .unwrap_or_else(IntoResponse::into_response);
+    let status = response.status().as_u16();
     state
         .metrics
-        .record(&method, &path, response.status().as_u16(), start.elapsed());
+        .record(&method, &path, status, start.elapsed());
+    response
+}
+
+/// Counts every error response by code (for the report a spoke hands its hub).
+/// Rate-limit refusals are left to `/metrics`, so a flood costs no writes.
+async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    if status >= 400 && status != 429 {
+        let counted = state
+            .run(move |a| a.store().count_error(&format!("http_{status}")))
+            .await;
+        if let Err(e) = counted {
+            tracing::warn!("counting an error response failed: {}", e.message);
+        }
+    }
     response
 }
 
@@ -268,6 +285,10 @@ pub fn router(appliance: Appliance, rate_limit: u32) -> axum::Router {
                 ),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_errors,
+        ))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }

@@ -45,11 +45,21 @@ pub(crate) fn report(app: &Appliance, d: &DataDir) -> Result<bundles::attest::Si
         "os_version": Value::Null,
         "lifecycle": app.store().lifecycle()?,
         "counts": app.report_counts()?,
+        "errors_by_code_24h": app.store().error_counts(&yesterday())?,
         "bundles": bundles,
         "receipts": receipts,
         "inventory": ChunkStore::new(d.chunks()).list()?,
     });
     identity::sign(&d.identity_dir(), REPORT_FORMAT, body)
+}
+
+fn yesterday() -> String {
+    jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::UTC)
+        .date()
+        .yesterday()
+        .map(|d| d.to_string())
+        .unwrap_or_default()
 }
 
 /// The evidence pack of an applied change: what moved (digests, SBOMs,
