@@ -342,6 +342,13 @@ impl Appliance {
             "counts": counts,
             "search_generation": self.index.generation(),
             "licence": self.store.licence()?,
+            "pending_changes": self
+                .store
+                .changes()?
+                .iter()
+                .filter(|c| c.status == "pending")
+                .map(|c| c.id.clone())
+                .collect::<Vec<_>>(),
             "max_upload_bytes": self.max_upload,
         }))
     }
