@@ -98,6 +98,23 @@ fn an_upgrade_that_changes_verdicts_waits_for_approval() {
     assert!(pinned.contains(&"2026.2.0"), "{pinned:?}");
     env.spoke(&["changes", "approve", "--data", &d, id])
         .fails_with("conflict");
+
+    // Rolling the upgrade back is a change of its own: simulated, then approved.
+    let back = env.spoke(&["changes", "rollback", "--data", &d, id]).ok();
+    assert_eq!(
+        (back["mode"].as_str(), back["status"].as_str()),
+        (Some("rollback"), Some("pending"))
+    );
+    assert_eq!(back["packs"][0]["to"]["version"], "2026.1.0");
+    assert_eq!(back["diff"]["changes"][1]["after"], "pass");
+    let back_id = back["id"].as_str().unwrap();
+    env.spoke(&["changes", "approve", "--data", &d, back_id])
+        .ok();
+    assert_eq!(
+        verdict(&env, &d, "hydra-serum"),
+        "pass",
+        "the rollback re-evaluated with the old data"
+    );
     let actions: Vec<String> = env
         .spoke(&["audit", "list", "--data", &d])
         .ok()

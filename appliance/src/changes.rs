@@ -82,7 +82,8 @@ pub struct Change {
     /// `pending`, `applied` or `rejected`.
     pub status: String,
     /// How it was or will be decided: `no_data`, `fresh_install`,
-    /// `safe_auto_update`, or `approval`.
+    /// `safe_auto_update`, `approval`, or `rollback` (undoing an applied
+    /// change; approved like any other).
     pub mode: String,
     /// The packs it moves.
     pub packs: Vec<PackMove>,
@@ -387,6 +388,71 @@ impl Appliance {
         if moves.is_empty() {
             return Ok(None);
         }
+        self.record_change(actor, &active, moves, |diff, has_data, first| {
+            if !has_data {
+                "no_data"
+            } else if fresh_install && first {
+                "fresh_install"
+            } else if auto_ok && diff.changes.is_empty() {
+                "safe_auto_update"
+            } else {
+                "approval"
+            }
+        })
+        .map(Some)
+    }
+
+    /// Proposes undoing an applied change: its packs return to the versions
+    /// active before it. Simulated like any change, and it waits for approval.
+    pub fn rollback(&mut self, actor: &Actor, id: &str) -> Result<Change, Error> {
+        actor.require(Permission::ApprovePacks)?;
+        let lifecycle = self.store.lifecycle()?;
+        if lifecycle != crate::Lifecycle::Active {
+            return Err(Error::ReadOnly(lifecycle));
+        }
+        let applied = self.store.change(id)?;
+        if applied.status != "applied" {
+            return Err(Error::Conflict(format!(
+                "change {id} is {}; only applied changes can be rolled back",
+                applied.status
+            )));
+        }
+        let active = self.store.active_packs()?;
+        let mut moves = Vec::new();
+        for m in &applied.packs {
+            let Some(previous) = &m.from else {
+                return Err(Error::Conflict(format!(
+                    "change {id} added {}, which had no earlier version to return to",
+                    m.name
+                )));
+            };
+            let current = active.iter().find(|a| a.name == m.name).map(pin);
+            if current.as_ref() != Some(&m.to) {
+                return Err(Error::Conflict(format!(
+                    "{} has changed since {id}; roll back the newer change first",
+                    m.name
+                )));
+            }
+            moves.push(PackMove {
+                name: m.name.clone(),
+                from: current,
+                to: previous.clone(),
+            });
+        }
+        self.record_change(actor, &active, moves, |_, _, _| "rollback")
+    }
+
+    /// Simulates `moves` against the active packs, records the change, and
+    /// applies it at once unless its mode (chosen by `mode` from the diff,
+    /// whether the spoke has data, and whether nothing is active yet) needs a
+    /// person: `approval` and `rollback` stay pending.
+    fn record_change(
+        &mut self,
+        actor: &Actor,
+        active: &[InstalledBundle],
+        moves: Vec<PackMove>,
+        mode: impl FnOnce(&Diff, bool, bool) -> &'static str,
+    ) -> Result<Change, Error> {
         let from: Vec<PinnedPack> = active.iter().map(pin).collect();
         let mut to: Vec<PinnedPack> = from
             .iter()
@@ -397,15 +463,7 @@ impl Appliance {
         to.sort();
         let diff = self.simulate(&from, &to)?;
         let has_data = !self.product_ids()?.is_empty();
-        let mode = if !has_data {
-            "no_data"
-        } else if fresh_install && from.is_empty() {
-            "fresh_install"
-        } else if auto_ok && diff.changes.is_empty() {
-            "safe_auto_update"
-        } else {
-            "approval"
-        };
+        let mode = mode(&diff, has_data, from.is_empty());
         let change = Change {
             id: new_id("chg")?,
             created_at: now(),
@@ -437,10 +495,10 @@ impl Appliance {
                 vec![],
             ))
         })?;
-        if mode == "approval" {
-            return Ok(Some(change));
+        if matches!(mode, "approval" | "rollback") {
+            return Ok(change);
         }
-        self.decide_as(actor, &change.id, true).map(Some)
+        self.decide_as(actor, &change.id, true)
     }
 
     /// Approves or rejects a pending change (needs `approve_packs`).

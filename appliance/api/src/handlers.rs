@@ -111,6 +111,7 @@ pub(crate) fn routes(max_upload: u64) -> Router<AppState> {
         .route("/api/v1/changes/{id}", get(show_change))
         .route("/api/v1/changes/{id}/approve", post(approve_change))
         .route("/api/v1/changes/{id}/reject", post(reject_change))
+        .route("/api/v1/changes/{id}/rollback", post(rollback_change))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/users", get(users).post(create_user))
@@ -477,6 +478,14 @@ async fn reject_change(
     Path(id): Path<String>,
 ) -> Res {
     ok(s.run(move |a| a.decide(&actor, &id, false)).await?)
+}
+
+async fn rollback_change(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Res {
+    created(s.run(move |a| a.rollback(&actor, &id)).await?)
 }
 
 #[derive(Deserialize)]

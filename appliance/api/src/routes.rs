@@ -213,6 +213,12 @@ pub const ROUTES: &[Route] = &[
         "Reject a pending change",
     ),
     r(
+        "POST",
+        "/api/v1/changes/{id}/rollback",
+        Some(ApprovePacks),
+        "Propose undoing an applied change (simulated; approve it to apply)",
+    ),
+    r(
         "GET",
         "/api/v1/audit",
         Some(ReadAudit),

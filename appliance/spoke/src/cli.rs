@@ -269,6 +269,14 @@ pub enum ChangesCommand {
         /// Change id.
         id: String,
     },
+    /// Propose undoing an applied change (simulated; approve it to apply).
+    Rollback {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The applied change to undo.
+        id: String,
+    },
 }
 
 /// `spoke entity …`.

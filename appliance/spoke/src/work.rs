@@ -367,5 +367,9 @@ pub(crate) fn changes(json: bool, command: ChangesCommand) -> Result<(), Error> 
             let c = open(&data)?.decide(&Actor::cli(), &id, false)?;
             out(json, &c, describe_change)
         }
+        ChangesCommand::Rollback { data, id } => {
+            let c = open(&data)?.rollback(&Actor::cli(), &id)?;
+            out(json, &c, describe_change)
+        }
     }
 }
