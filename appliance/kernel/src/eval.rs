@@ -99,32 +99,25 @@ impl Index {
         for (i, row) in table.rows.iter().enumerate() {
             let cas = string_field(reference, i, row, "cas")?;
             let substance = string_field(reference, i, row, "substance")?;
-            // A blank CAS (a group entry such as "Lead and its compounds")
-            // or a blank name is simply not a key: such a row is found only
-            // by the other one.
-            let cas_key = cas.trim();
-            if !cas_key.is_empty() {
-                ix.by_cas.entry(cas_key.to_string()).or_default().push(i);
-            }
-            let name_key = substance.trim().to_lowercase();
-            if !name_key.is_empty() {
-                ix.by_name.entry(name_key).or_default().push(i);
-            }
+            ix.by_cas.entry(cas.trim().to_string()).or_default().push(i);
+            ix.by_name
+                .entry(substance.trim().to_lowercase())
+                .or_default()
+                .push(i);
             ix.rows.push(Row { substance, cas });
         }
         Ok(ix)
     }
 
     fn find(&self, c: &Component) -> Match<'_> {
-        match component_cas(c) {
-            Some(cas) => self
-                .by_cas
-                .get(cas)
-                .map_or(Match::NotListed, |r| Match::Rows(r)),
-            None => self
-                .by_name
-                .get(&c.substance.trim().to_lowercase())
-                .map_or(Match::Unidentifiable, |r| Match::Rows(r)),
+        let hit = match &c.cas {
+            Some(cas) => self.by_cas.get(cas.trim()),
+            None => self.by_name.get(&c.substance.trim().to_lowercase()),
+        };
+        match (hit, &c.cas) {
+            (Some(rows), _) => Match::Rows(rows),
+            (None, Some(_)) => Match::NotListed,
+            (None, None) => Match::Unidentifiable,
         }
     }
 
@@ -222,13 +215,8 @@ fn missing_data(c: &Component, check: &str, why: String) -> Step {
     }
 }
 
-/// The component's CAS number, trimmed; a blank one counts as absent.
-fn component_cas(c: &Component) -> Option<&str> {
-    c.cas.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
 fn cas_label(c: &Component) -> String {
-    match component_cas(c) {
+    match &c.cas {
         Some(cas) => format!("{} ({cas})", c.substance),
         None => c.substance.clone(),
     }
@@ -542,19 +530,12 @@ fn max_concentration(
                 let why = "restricted substance but the product category is missing";
                 return missing_data(c, &check, why.into());
             };
-            // Several rows for the same product type: the strictest applies.
             let Some(limit) = rows
                 .iter()
-                .filter(|&&r| limits[r].0 == *category)
+                .find(|&&r| limits[r].0 == *category)
                 .map(|&r| limits[r].1)
-                .min()
             else {
-                let mut allowed: Vec<&str> = Vec::new();
-                for &r in rows {
-                    if !allowed.contains(&limits[r].0.as_str()) {
-                        allowed.push(&limits[r].0);
-                    }
-                }
+                let allowed: Vec<&str> = rows.iter().map(|&r| limits[r].0.as_str()).collect();
                 let detail = format!(
                     "not permitted in {category} products (permitted in: {})",
                     allowed.join(", ")
@@ -635,9 +616,7 @@ fn group_sum(
             Match::NotListed => {}
             Match::Unidentifiable => trace.push(ix.unidentifiable(c)),
             Match::Rows(rows) => {
-                // A substance counts once per group, however many rows list it.
                 let mut seen: Vec<&str> = rows.iter().map(|&r| groups[r].as_str()).collect();
-                seen.sort_unstable();
                 seen.dedup();
                 for g in seen {
                     let entry = sums.entry(g).or_default();

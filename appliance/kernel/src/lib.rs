@@ -46,12 +46,11 @@ pub fn vm_satisfies(requirement: &str) -> Result<bool, Error> {
 /// The kernel's error type.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
-    /// A rules file is malformed (bad JSON, unknown field or kind, wrong
-    /// format tag).
-    #[error("rules file: {0}; correct the logic pack's rules.json (docs/rules.md)")]
+    /// A rules file is malformed.
+    #[error("rules file: {0}")]
     Parse(String),
     /// A rule is well-formed JSON but not a valid rule.
-    #[error("rule {rule:?}: {message}; correct the logic pack's rules.json")]
+    #[error("rule {rule:?}: {message}")]
     BadRule {
         /// Rule id.
         rule: String,
@@ -69,11 +68,11 @@ pub enum Error {
         table: String,
     },
     /// A table row lacks a field the rule needs, or has the wrong type.
-    #[error("table {table:?} row {row} (counting from 0): {message}; the pack providing the table must be corrected")]
+    #[error("table {table:?} row {row}: {message}")]
     BadTable {
         /// Table reference.
         table: String,
-        /// Row number, counting from 0 (the index in the table's JSON array).
+        /// Row number, from 0.
         row: usize,
         /// What is wrong.
         message: String,
@@ -82,7 +81,7 @@ pub enum Error {
     #[error("evaluation date {0:?} is not a date; use YYYY-MM-DD")]
     BadDate(String),
     /// The evaluation used all its fuel.
-    #[error("evaluation stopped after using its fuel limit of {limit} units; the product or rule set is too large for one evaluation: split the product or raise the limit")]
+    #[error("evaluation stopped after using its fuel limit of {limit} steps; the product or rule set is too large for one evaluation")]
     FuelExhausted {
         /// The limit given.
         limit: u64,

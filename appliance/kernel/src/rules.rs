@@ -138,12 +138,9 @@ impl Rule {
             return Err(bad("ids are 1-100 letters, digits, '-', '_' or '.'".into()));
         }
         if let Some(table) = self.table() {
-            let ok = table.split_once(':').is_some_and(|(pack, t)| {
-                !pack.is_empty()
-                    && !t.is_empty()
-                    && !pack.contains(char::is_whitespace)
-                    && !t.contains(|c: char| c == ':' || c == '/' || c.is_whitespace())
-            });
+            let ok = table
+                .rsplit_once(':')
+                .is_some_and(|(pack, t)| !pack.is_empty() && !t.is_empty() && !t.contains('/'));
             if !ok {
                 return Err(bad(format!(
                     "table {table:?} must be \"<pack name>:<table>\", e.g. \"@data/eu-cosmetics-annexes:annex_ii\""
@@ -181,29 +178,14 @@ impl Rule {
 impl RuleSet {
     /// Parses and checks a rules file.
     pub fn parse(bytes: &[u8]) -> Result<RuleSet, Error> {
-        // The format tag first, so a file in another format is refused as
-        // such rather than for a kind or field this version does not know.
-        #[derive(Deserialize)]
-        struct Header {
-            format: Option<serde_json::Value>,
-        }
-        let header: Header =
-            serde_json::from_slice(bytes).map_err(|e| Error::Parse(e.to_string()))?;
-        match header.format {
-            Some(serde_json::Value::String(f)) if f == RULES_FORMAT => {}
-            Some(other) => {
-                return Err(Error::Parse(format!(
-                    "format is {other}; this kernel reads {RULES_FORMAT:?}"
-                )))
-            }
-            None => {
-                return Err(Error::Parse(format!(
-                    "the \"format\" field is missing; it must be {RULES_FORMAT:?}"
-                )))
-            }
-        }
         let set: RuleSet =
             serde_json::from_slice(bytes).map_err(|e| Error::Parse(e.to_string()))?;
+        if set.format != RULES_FORMAT {
+            return Err(Error::Parse(format!(
+                "format is {:?}; this kernel reads {RULES_FORMAT:?}",
+                set.format
+            )));
+        }
         let mut seen = BTreeSet::new();
         for r in &set.rules {
             r.check()?;
