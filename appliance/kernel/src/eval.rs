@@ -99,25 +99,32 @@ impl Index {
         for (i, row) in table.rows.iter().enumerate() {
             let cas = string_field(reference, i, row, "cas")?;
             let substance = string_field(reference, i, row, "substance")?;
-            ix.by_cas.entry(cas.trim().to_string()).or_default().push(i);
-            ix.by_name
-                .entry(substance.trim().to_lowercase())
-                .or_default()
-                .push(i);
+            // A blank CAS (a group entry such as "Lead and its compounds")
+            // or a blank name is simply not a key: such a row is found only
+            // by the other one.
+            let cas_key = cas.trim();
+            if !cas_key.is_empty() {
+                ix.by_cas.entry(cas_key.to_string()).or_default().push(i);
+            }
+            let name_key = substance.trim().to_lowercase();
+            if !name_key.is_empty() {
+                ix.by_name.entry(name_key).or_default().push(i);
+            }
             ix.rows.push(Row { substance, cas });
         }
         Ok(ix)
     }
 
     fn find(&self, c: &Component) -> Match<'_> {
-        let hit = match &c.cas {
-            Some(cas) => self.by_cas.get(cas.trim()),
-            None => self.by_name.get(&c.substance.trim().to_lowercase()),
-        };
-        match (hit, &c.cas) {
-            (Some(rows), _) => Match::Rows(rows),
-            (None, Some(_)) => Match::NotListed,
-            (None, None) => Match::Unidentifiable,
+        match component_cas(c) {
+            Some(cas) => self
+                .by_cas
+                .get(cas)
+                .map_or(Match::NotListed, |r| Match::Rows(r)),
+            None => self
+                .by_name
+                .get(&c.substance.trim().to_lowercase())
+                .map_or(Match::Unidentifiable, |r| Match::Rows(r)),
         }
     }
 
@@ -208,15 +215,20 @@ fn concentration(c: &Component) -> Result<i64, String> {
 
 fn missing_data(c: &Component, check: &str, why: String) -> Step {
     Step {
-        subject: c.substance.clone(),
+        subject: cas_label(c),
         check: check.to_string(),
         verdict: Verdict::NeedsReview,
         detail: format!("{why}; complete the formulation data"),
     }
 }
 
+/// The component's CAS number, trimmed; a blank one counts as absent.
+fn component_cas(c: &Component) -> Option<&str> {
+    c.cas.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
 fn cas_label(c: &Component) -> String {
-    match &c.cas {
+    match component_cas(c) {
         Some(cas) => format!("{} ({cas})", c.substance),
         None => c.substance.clone(),
     }
@@ -505,7 +517,10 @@ fn prohibited(
     let check = format!("listed in {}", ix.table);
     each_listed(ix, product, fuel, trace, &check, "not listed", |c, rows| {
         let row = &ix.rows[rows[0]];
-        let detail = format!("prohibited: listed as {} ({})", row.substance, row.cas);
+        let detail = match row.cas.trim() {
+            "" => format!("prohibited: listed as {}", row.substance),
+            cas => format!("prohibited: listed as {} ({cas})", row.substance),
+        };
         step(c, &check, Verdict::Fail, detail)
     })
 }
@@ -530,12 +545,19 @@ fn max_concentration(
                 let why = "restricted substance but the product category is missing";
                 return missing_data(c, &check, why.into());
             };
+            // Several rows for the same product type: the strictest applies.
             let Some(limit) = rows
                 .iter()
-                .find(|&&r| limits[r].0 == *category)
+                .filter(|&&r| limits[r].0 == *category)
                 .map(|&r| limits[r].1)
+                .min()
             else {
-                let allowed: Vec<&str> = rows.iter().map(|&r| limits[r].0.as_str()).collect();
+                let mut allowed: Vec<&str> = Vec::new();
+                for &r in rows {
+                    if !allowed.contains(&limits[r].0.as_str()) {
+                        allowed.push(&limits[r].0);
+                    }
+                }
                 let detail = format!(
                     "not permitted in {category} products (permitted in: {})",
                     allowed.join(", ")
@@ -616,7 +638,9 @@ fn group_sum(
             Match::NotListed => {}
             Match::Unidentifiable => trace.push(ix.unidentifiable(c)),
             Match::Rows(rows) => {
+                // A substance counts once per group, however many rows list it.
                 let mut seen: Vec<&str> = rows.iter().map(|&r| groups[r].as_str()).collect();
+                seen.sort_unstable();
                 seen.dedup();
                 for g in seen {
                     let entry = sums.entry(g).or_default();
@@ -640,6 +664,20 @@ fn group_sum(
                 check,
                 verdict: Verdict::Pass,
                 detail: "no member present".into(),
+            },
+            // Concentrations are never negative: members with known values
+            // already over the limit fail whatever the missing ones are.
+            Some((sum, members, missing)) if !missing.is_empty() && sum > limit => Step {
+                subject: group.clone(),
+                check,
+                verdict: Verdict::Fail,
+                detail: format!(
+                    "{} = {} > limit {} even without {}",
+                    members.join(" + "),
+                    pct(*sum),
+                    pct(*limit),
+                    missing.join("; ")
+                ),
             },
             Some((_, _, missing)) if !missing.is_empty() => Step {
                 subject: group.clone(),
@@ -707,7 +745,12 @@ fn required_document(
                 });
                 return Ok(());
             }
-            Some(e) => expired = Some(e.clone()),
+            // Report the latest expiry when several are past.
+            Some(e) => {
+                if expired.as_ref().is_none_or(|x: &String| e > x) {
+                    expired = Some(e.clone());
+                }
+            }
         }
     }
     let (verdict, detail) = match (bad_date, expired) {

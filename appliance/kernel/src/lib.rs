@@ -46,11 +46,12 @@ pub fn vm_satisfies(requirement: &str) -> Result<bool, Error> {
 /// The kernel's error type.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
-    /// A rules file is malformed.
-    #[error("rules file: {0}")]
+    /// A rules file is malformed (bad JSON, unknown field or kind, wrong
+    /// format tag).
+    #[error("rules file: {0}; correct the logic pack's rules.json (docs/rules.md)")]
     Parse(String),
     /// A rule is well-formed JSON but not a valid rule.
-    #[error("rule {rule:?}: {message}")]
+    #[error("rule {rule:?}: {message}; correct the logic pack's rules.json")]
     BadRule {
         /// Rule id.
         rule: String,
@@ -68,11 +69,11 @@ pub enum Error {
         table: String,
     },
     /// A table row lacks a field the rule needs, or has the wrong type.
-    #[error("table {table:?} row {row}: {message}")]
+    #[error("table {table:?} row {row} (counting from 0): {message}; the pack providing the table must be corrected")]
     BadTable {
         /// Table reference.
         table: String,
-        /// Row number, from 0.
+        /// Row number, counting from 0 (the index in the table's JSON array).
         row: usize,
         /// What is wrong.
         message: String,
@@ -81,7 +82,7 @@ pub enum Error {
     #[error("evaluation date {0:?} is not a date; use YYYY-MM-DD")]
     BadDate(String),
     /// The evaluation used all its fuel.
-    #[error("evaluation stopped after using its fuel limit of {limit} steps; the product or rule set is too large for one evaluation")]
+    #[error("evaluation stopped after using its fuel limit of {limit} units; the product or rule set is too large for one evaluation: split the product or raise the limit")]
     FuelExhausted {
         /// The limit given.
         limit: u64,
@@ -206,9 +207,58 @@ mod tests {
             vm_satisfies("garbage"),
             Err(Error::Requirement(_))
         ));
-        assert!(
-            kernel_build().contains(&format!("+vm{VM_VERSION}+")),
-            "build.rs and VM_VERSION agree"
+        let e = vm_satisfies("garbage").unwrap_err().to_string();
+        assert!(e.contains("\"garbage\"") && e.contains("^1.0.0"), "{e}");
+        assert!(vm_satisfies(">=1.0.0, <2").unwrap());
+        assert!(!vm_satisfies("^1.1.0").unwrap());
+    }
+
+    /// The build identity is exactly what docs/rules.md and build.rs say:
+    /// recomputed here from the sources on disk.
+    #[test]
+    fn kernel_build_identity() {
+        use sha2::{Digest, Sha256};
+        fn walk(dir: &std::path::Path, skip: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    if p != skip {
+                        walk(&p, skip, out);
+                    }
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &src.join("bin"), &mut files);
+        let mut rel: Vec<(String, std::path::PathBuf)> = files
+            .into_iter()
+            .map(|f| {
+                (
+                    f.strip_prefix(&src).unwrap().to_str().unwrap().to_string(),
+                    f,
+                )
+            })
+            .collect();
+        rel.sort();
+        assert!(rel.iter().any(|(r, _)| r == "lib.rs"));
+        assert!(rel.iter().all(|(r, _)| !r.starts_with("bin/")));
+        let mut h = Sha256::new();
+        for (r, f) in &rel {
+            h.update(r.as_bytes());
+            h.update([0u8]);
+            h.update(std::fs::read(f).unwrap());
+        }
+        let digest = hex::encode(h.finalize());
+        assert_eq!(
+            kernel_build(),
+            format!(
+                "kernel/{}+vm{VM_VERSION}+src.{}",
+                env!("CARGO_PKG_VERSION"),
+                &digest[..16]
+            )
         );
     }
 

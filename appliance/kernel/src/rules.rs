@@ -138,9 +138,12 @@ impl Rule {
             return Err(bad("ids are 1-100 letters, digits, '-', '_' or '.'".into()));
         }
         if let Some(table) = self.table() {
-            let ok = table
-                .rsplit_once(':')
-                .is_some_and(|(pack, t)| !pack.is_empty() && !t.is_empty() && !t.contains('/'));
+            let ok = table.split_once(':').is_some_and(|(pack, t)| {
+                !pack.is_empty()
+                    && !t.is_empty()
+                    && !pack.contains(char::is_whitespace)
+                    && !t.contains(|c: char| c == ':' || c == '/' || c.is_whitespace())
+            });
             if !ok {
                 return Err(bad(format!(
                     "table {table:?} must be \"<pack name>:<table>\", e.g. \"@data/eu-cosmetics-annexes:annex_ii\""
@@ -178,14 +181,29 @@ impl Rule {
 impl RuleSet {
     /// Parses and checks a rules file.
     pub fn parse(bytes: &[u8]) -> Result<RuleSet, Error> {
+        // The format tag first, so a file in another format is refused as
+        // such rather than for a kind or field this version does not know.
+        #[derive(Deserialize)]
+        struct Header {
+            format: Option<serde_json::Value>,
+        }
+        let header: Header =
+            serde_json::from_slice(bytes).map_err(|e| Error::Parse(e.to_string()))?;
+        match header.format {
+            Some(serde_json::Value::String(f)) if f == RULES_FORMAT => {}
+            Some(other) => {
+                return Err(Error::Parse(format!(
+                    "format is {other}; this kernel reads {RULES_FORMAT:?}"
+                )))
+            }
+            None => {
+                return Err(Error::Parse(format!(
+                    "the \"format\" field is missing; it must be {RULES_FORMAT:?}"
+                )))
+            }
+        }
         let set: RuleSet =
             serde_json::from_slice(bytes).map_err(|e| Error::Parse(e.to_string()))?;
-        if set.format != RULES_FORMAT {
-            return Err(Error::Parse(format!(
-                "format is {:?}; this kernel reads {RULES_FORMAT:?}",
-                set.format
-            )));
-        }
         let mut seen = BTreeSet::new();
         for r in &set.rules {
             r.check()?;
@@ -245,5 +263,72 @@ mod tests {
         }
         let e = RuleSet::parse(br#"{"format": "eurocomply-rules/2", "rules": []}"#).unwrap_err();
         assert!(e.to_string().contains("eurocomply-rules/1"), "{e}");
+    }
+
+    #[test]
+    fn more_refusals() {
+        let cases = [
+            // Another format is refused as such, even if its rules are unknown here.
+            (
+                r#"{"format": "eurocomply-rules/2", "rules": [{"id": "a", "kind": "new_kind"}]}"#,
+                "format is \"eurocomply-rules/2\"",
+            ),
+            (r#"{"format": 1, "rules": []}"#, "format is 1"),
+            (r#"{"rules": []}"#, "\"format\" field is missing"),
+            (
+                r#"{"format": "eurocomply-rules/1", "rules": [], "extra": true}"#,
+                "unknown field `extra`",
+            ),
+            (r#"{"format": "eurocomply-rules/1""#, "EOF"),
+            (
+                r#"{"format": "eurocomply-rules/1", "rules": [{"id": "a", "kind": "prohibited"}]}"#,
+                "missing field `table`",
+            ),
+        ];
+        for (file, needle) in cases {
+            let e = RuleSet::parse(file.as_bytes()).unwrap_err();
+            assert!(matches!(e, Error::Parse(_)), "{file}: {e:?}");
+            let msg = e.to_string();
+            assert!(msg.contains(needle), "{file}: {msg}");
+            assert!(msg.contains("correct the logic pack's rules.json"), "{msg}");
+        }
+        let rule_cases = [
+            (
+                r#"{"id": "a", "kind": "prohibited", "table": "@p:t:u"}"#,
+                "<pack name>:<table>",
+            ),
+            (
+                r#"{"id": "a", "kind": "prohibited", "table": ":t"}"#,
+                "<pack name>:<table>",
+            ),
+            (
+                r#"{"id": "a", "kind": "prohibited", "table": "@p: t"}"#,
+                "<pack name>:<table>",
+            ),
+            (
+                r#"{"id": "a", "kind": "group_sum", "table": "@p:t", "limits_percent": {"g": 100.5}}"#,
+                "limits_percent[\"g\"] = 100.5",
+            ),
+            (
+                r#"{"id": "a b", "kind": "prohibited", "table": "@p:t"}"#,
+                "ids are",
+            ),
+            (
+                r#"{"id": "a", "kind": "required_document", "document": ""}"#,
+                "document kind is empty",
+            ),
+        ];
+        for (rules, needle) in rule_cases {
+            let e = parse(rules).unwrap_err();
+            assert!(matches!(e, Error::BadRule { .. }), "{rules}: {e:?}");
+            assert!(e.to_string().contains(needle), "{rules}: {e}");
+        }
+        // Zero is a valid threshold; a rule without a title parses.
+        let set = parse(
+            r#"{"id": "z", "kind": "labelling_threshold", "table": "@p:t", "thresholds_percent": {"*": 0}}"#,
+        )
+        .unwrap();
+        assert_eq!(set.rules[0].id(), "z");
+        assert_eq!(set.rules[0].title(), None);
     }
 }
