@@ -491,21 +491,6 @@ fn write_section(body: &str) -> Result<(), String> {
             path.display()
         ));
     }
-    // `spoke-bench -- kernel` (appliance crate) also measures the whole
-    // appliance path into this section; keep its row rather than lose it.
-    let carried: Vec<&str> = doc[a..b]
-        .lines()
-        .filter(|l| l.starts_with("| products per second, whole path"))
-        .collect();
-    let body = if carried.is_empty() {
-        body.to_string()
-    } else {
-        format!(
-            "{body}\n{}\n\nThe whole-path row is carried over from the last \
-`cargo run --release -p appliance --bin spoke-bench -- kernel` (its own generated data, not re-measured by this run).",
-            carried.join("\n")
-        )
-    };
     let updated = format!("{}{begin}\n{body}\n{}", &doc[..a], &doc[b..]);
     std::fs::write(&path, updated).map_err(|e| format!("{}: {e}", path.display()))
 }
