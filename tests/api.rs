@@ -8,47 +8,15 @@ use appliance::auth::ROLES;
 use appliance::Role;
 use common::Env;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 
 struct Server {
-    child: Child,
+    _child: common::Child,
     url: String,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data: &str, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spoke"))
-        .args([
-            "--json",
-            "serve",
-            "--data",
-            data,
-            "--addr",
-            "127.0.0.1:0",
-            "--http",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: Value =
-        serde_json::from_str(&line).unwrap_or_else(|_| panic!("no listening line: {line:?}"));
-    Server {
-        child,
-        url: v["listening"].as_str().unwrap().to_string(),
-    }
+fn serve(env: &Env, data: &str, extra: &[&str]) -> Server {
+    let (child, url) = env.spoke_serve(data, extra);
+    Server { _child: child, url }
 }
 
 struct Reply {
@@ -158,7 +126,7 @@ fn login(s: &Server, user: &str) -> String {
 fn every_endpoint_for_every_role_matches_the_route_table() {
     let env = Env::new();
     let d = spoke_with_users(&env);
-    let s = serve(&d, &["--rate-limit", "0"]);
+    let s = serve(&env, &d, &["--rate-limit", "0"]);
     let tokens: Vec<(Role, String)> = ROLES.iter().map(|r| (*r, login(&s, r.as_str()))).collect();
     let audit_before = env.spoke(&["audit", "list", "--data", &d]).ok();
     let mut checked = 0;
@@ -228,7 +196,7 @@ fn every_endpoint_for_every_role_matches_the_route_table() {
 fn work_through_the_api_with_suspension_and_legal_hold() {
     let env = Env::new();
     let d = spoke_with_users(&env);
-    let s = serve(&d, &["--rate-limit", "0", "--max-upload", "2000"]);
+    let s = serve(&env, &d, &["--rate-limit", "0", "--max-upload", "2000"]);
     let admin = login(&s, "admin");
     let editor = login(&s, "editor");
 
@@ -418,6 +386,15 @@ fn work_through_the_api_with_suspension_and_legal_hold() {
     );
 
     let audit = get(&s, "/api/v1/audit?limit=1000", &admin);
+    let page = get(&s, "/api/v1/audit?after=2&limit=3", &admin);
+    let seqs: Vec<i64> = page
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [3, 4, 5], "pages are cut in the database");
     let actions: Vec<(&str, &str)> = audit
         .body
         .as_array()
@@ -447,7 +424,7 @@ fn work_through_the_api_with_suspension_and_legal_hold() {
 fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
     let env = Env::new();
     let d = spoke_with_users(&env);
-    let s = serve(&d, &["--rate-limit", "0", "--max-upload", "2000"]);
+    let s = serve(&env, &d, &["--rate-limit", "0", "--max-upload", "2000"]);
     let editor = login(&s, "editor");
     let before = get(&s, "/api/v1/status", &editor).body["counts"].clone();
     let objects_before = common::snapshot(&env.path("spoke/store/objects"));
@@ -501,7 +478,7 @@ fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
 fn headers_health_metrics_openapi_and_rate_limit() {
     let env = Env::new();
     let d = spoke_with_users(&env);
-    let s = serve(&d, &["--rate-limit", "0"]);
+    let s = serve(&env, &d, &["--rate-limit", "0"]);
     let auditor = login(&s, "auditor");
     let health = call(&s, "GET", "/health", None, None);
     assert_eq!(health.body["status"], "ok");
@@ -554,7 +531,7 @@ fn headers_health_metrics_openapi_and_rate_limit() {
         "{errors}"
     );
 
-    let limited = serve(&d, &["--rate-limit", "1"]);
+    let limited = serve(&env, &d, &["--rate-limit", "1"]);
     let statuses: Vec<u16> = (0..10)
         .map(|_| call(&limited, "GET", "/health", None, None).status)
         .collect();

@@ -5,31 +5,10 @@
 mod common;
 
 use common::{Child, Env};
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn serve(env: &Env, extra: &[&str]) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spoke"))
-        .args([
-            "--json",
-            "serve",
-            "--data",
-            &env.s("spoke"),
-            "--addr",
-            "127.0.0.1:0",
-            "--http",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening"), "{line}");
-    Child(child)
+    env.spoke_serve(&env.s("spoke"), extra).0
 }
 
 /// Polls until the spoke has `n` packs, or fails after a generous deadline.

@@ -142,6 +142,14 @@ fn an_expired_licence_suspends_until_a_renewed_one_arrives() {
         .spoke(&["entity", "add", "--data", &d, &products(&env, 1, "p")])
         .fails_with("read_only");
     assert!(msg.contains("SUSPENDED"), "{msg}");
+    // An upload is refused before its file is stored.
+    std::fs::write(env.path("sds.txt"), "safety data sheet").unwrap();
+    env.doc_add(&d, "sds", None, None, &env.path("sds.txt"))
+        .fails_with("read_only");
+    assert!(
+        !env.path("spoke/store/objects").exists(),
+        "no object was stored"
+    );
     // Reads still work.
     env.spoke(&["entity", "list", "--data", &d]).ok();
 
@@ -171,4 +179,45 @@ fn an_expired_licence_suspends_until_a_renewed_one_arrives() {
         actions[1].contains("licence renewed until 2099-12-31"),
         "{actions:?}"
     );
+}
+
+#[test]
+fn the_hub_refuses_a_licence_it_cannot_issue() {
+    let env = Env::new();
+    env.publish_examples();
+    env.spoke_init("spoke");
+    let manifest = common::root().join("bundles/examples/products/eurocomply-cosmetics.yaml");
+    let manifest = manifest.display().to_string();
+    let me = did(&env, "spoke");
+    let out = env.s("p.bundle");
+    for (spoke, plan, expires, needle) in [
+        (
+            me.as_str(),
+            "platinum",
+            "2099-12-31",
+            "no plan \"platinum\"",
+        ),
+        (me.as_str(), "growth", "next year", "not a date"),
+        ("someone", "growth", "2099-12-31", "not a spoke did:key"),
+    ] {
+        let msg = env
+            .hub(&[
+                "product",
+                "build",
+                &manifest,
+                "--repo",
+                &env.s("repo"),
+                "--out",
+                &out,
+                "--licence-for",
+                spoke,
+                "--plan",
+                plan,
+                "--expires",
+                expires,
+            ])
+            .fails_with("invalid");
+        assert!(msg.contains(needle), "{msg}");
+        assert!(!env.path("p.bundle").exists(), "nothing half-written");
+    }
 }

@@ -102,12 +102,13 @@ pub(crate) fn append(tx: &Transaction<'_>, at: &str, entries: &[NewEntry]) -> ru
     Ok(())
 }
 
-/// Every entry in order.
-pub(crate) fn entries(conn: &Connection) -> rusqlite::Result<Vec<Entry>> {
-    let mut stmt = conn.prepare(
-        "SELECT seq, at, actor, action, target, origin, detail, prev_hash, hash FROM audit_log ORDER BY seq",
+/// Entries after sequence number `after`, in order, at most `limit` (-1: all).
+pub(crate) fn entries(conn: &Connection, after: i64, limit: i64) -> rusqlite::Result<Vec<Entry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at, actor, action, target, origin, detail, prev_hash, hash FROM audit_log
+         WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map(params![after, limit], |r| {
         Ok(Entry {
             seq: r.get(0)?,
             at: r.get(1)?,
@@ -141,7 +142,7 @@ pub(crate) fn verify(conn: &Connection, path: &std::path::Path) -> Result<Verifi
         path: path.to_owned(),
         source,
     };
-    let all = entries(conn).map_err(db)?;
+    let all = entries(conn, 0, -1).map_err(db)?;
     let broken = |seq: i64, why: &str| Error::AuditBroken {
         seq,
         reason: why.to_string(),

@@ -357,15 +357,11 @@ impl Appliance {
         fresh_install: bool,
     ) -> Result<Option<Change>, Error> {
         let active = self.store.active_packs()?;
+        let packs = self.store.bundles(Some("pack"))?;
         let mut moves = Vec::new();
         let mut auto_ok = true;
         for cid in installed {
-            let Some(b) = self
-                .store
-                .bundles(Some("pack"))?
-                .into_iter()
-                .find(|b| &b.cid == cid)
-            else {
+            let Some(b) = packs.iter().find(|b| &b.cid == cid) else {
                 continue;
             };
             let current = active.iter().find(|a| a.name == b.name);
@@ -374,15 +370,15 @@ impl Appliance {
                     continue;
                 }
             }
-            let safe = field(&b, "safe_auto_update").and_then(|v| v.as_bool()) == Some(true)
-                && field(&b, "type").and_then(|v| v.as_str()) == Some("intelligence")
-                && field(&b, "trust_tier").and_then(|v| v.as_str()) == Some("certified")
+            let safe = field(b, "safe_auto_update").and_then(|v| v.as_bool()) == Some(true)
+                && field(b, "type").and_then(|v| v.as_str()) == Some("intelligence")
+                && field(b, "trust_tier").and_then(|v| v.as_str()) == Some("certified")
                 && current.is_some();
             auto_ok &= safe;
             moves.push(PackMove {
                 name: b.name.clone(),
                 from: current.map(pin),
-                to: pin(&b),
+                to: pin(b),
             });
         }
         if moves.is_empty() {
@@ -406,10 +402,7 @@ impl Appliance {
     /// active before it. Simulated like any change, and it waits for approval.
     pub fn rollback(&mut self, actor: &Actor, id: &str) -> Result<Change, Error> {
         actor.require(Permission::ApprovePacks)?;
-        let lifecycle = self.store.lifecycle()?;
-        if lifecycle != crate::Lifecycle::Active {
-            return Err(Error::ReadOnly(lifecycle));
-        }
+        self.store.check_writable()?;
         let applied = self.store.change(id)?;
         if applied.status != "applied" {
             return Err(Error::Conflict(format!(
@@ -504,10 +497,7 @@ impl Appliance {
     /// Approves or rejects a pending change (needs `approve_packs`).
     pub fn decide(&mut self, actor: &Actor, id: &str, approve: bool) -> Result<Change, Error> {
         actor.require(Permission::ApprovePacks)?;
-        let lifecycle = self.store.lifecycle()?;
-        if lifecycle != crate::Lifecycle::Active {
-            return Err(Error::ReadOnly(lifecycle));
-        }
+        self.store.check_writable()?;
         self.decide_as(actor, id, approve)
     }
 

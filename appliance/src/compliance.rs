@@ -506,10 +506,7 @@ impl Appliance {
     /// an evaluation and its Compliance Lock, all in one transaction.
     pub fn evaluate(&mut self, actor: &Actor, products: &[String]) -> Result<Vec<Outcome>, Error> {
         actor.require(Permission::Evaluate)?;
-        let lifecycle = self.store.lifecycle()?;
-        if lifecycle != crate::Lifecycle::Active {
-            return Err(Error::ReadOnly(lifecycle));
-        }
+        self.store.check_writable()?;
         let as_of = today();
         let compiled = self.active_program()?;
         if compiled.packs.is_empty() {

@@ -239,10 +239,7 @@ impl Appliance {
         bytes: &[u8],
     ) -> Result<Document, Error> {
         actor.require(Permission::Write)?;
-        let lifecycle = self.store.lifecycle()?;
-        if lifecycle != crate::Lifecycle::Active {
-            return Err(Error::ReadOnly(lifecycle));
-        }
+        self.store.check_writable()?;
         if bytes.len() as u64 > self.max_upload {
             return Err(Error::TooLarge {
                 size: bytes.len() as u64,

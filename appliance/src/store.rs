@@ -296,11 +296,7 @@ impl Store {
         f: impl FnOnce(&Transaction<'_>) -> Result<(T, Vec<Audit>, Vec<(String, String)>), Error>,
     ) -> Result<Written<T>, Error> {
         if class == Class::Data {
-            if let Some(terms) = self.licence()? {
-                if terms.expired(&crate::compliance::today()) {
-                    return Err(Error::ReadOnly(Lifecycle::Suspended));
-                }
-            }
+            self.licence_current()?;
         }
         let path = self.path.clone();
         let db = |source| Error::Db {
@@ -373,6 +369,27 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
 
+    /// Refuses data changes while the licence has lapsed.
+    fn licence_current(&self) -> Result<(), Error> {
+        match self.licence()? {
+            Some(terms) if terms.expired(&crate::compliance::today()) => {
+                Err(Error::ReadOnly(Lifecycle::Suspended))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses data changes unless the spoke is ACTIVE with a current
+    /// licence. For work done before the write's transaction (storing an
+    /// upload, simulating); `write` checks the state again inside it.
+    pub(crate) fn check_writable(&self) -> Result<(), Error> {
+        self.licence_current()?;
+        match self.lifecycle()? {
+            Lifecycle::Active => Ok(()),
+            other => Err(Error::ReadOnly(other)),
+        }
+    }
+
     /// The current lifecycle state.
     pub fn lifecycle(&self) -> Result<Lifecycle, Error> {
         lifecycle_in(&self.conn).map_err(self.db())
@@ -392,7 +409,13 @@ impl Store {
 
     /// Every audit entry, oldest first.
     pub fn audit_entries(&self) -> Result<Vec<audit::Entry>, Error> {
-        audit::entries(&self.conn).map_err(self.db())
+        self.audit_page(0, usize::MAX)
+    }
+
+    /// At most `limit` audit entries after sequence number `after`, oldest first.
+    pub fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<audit::Entry>, Error> {
+        let limit = i64::try_from(limit).unwrap_or(-1);
+        audit::entries(&self.conn, after, limit).map_err(self.db())
     }
 
     /// Checks the audit chain end to end.

@@ -12,6 +12,20 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Spawns a server that prints `{"listening": URL}` first; returns it and the URL.
+pub fn listening(mut cmd: Command) -> (Child, String) {
+    use std::io::BufRead;
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let child = Child(child);
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad ready line {line:?}: {e}"));
+    (child, v["listening"].as_str().unwrap().to_string())
+}
+
 /// A child process killed when dropped.
 pub struct Child(pub std::process::Child);
 
@@ -221,27 +235,34 @@ impl Env {
     /// Starts `hub serve` on this env's repository (port chosen by the OS);
     /// returns the process (killed on drop) and its URL.
     pub fn hub_serve(&self, extra: &[&str]) -> (Child, String) {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hub"))
-            .args([
-                "--json",
-                "serve",
-                "--repo",
-                &self.s("repo"),
-                "--addr",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad ready line {line:?}: {e}"));
-        (Child(child), v["listening"].as_str().unwrap().to_string())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hub"));
+        cmd.args([
+            "--json",
+            "serve",
+            "--repo",
+            &self.s("repo"),
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra);
+        listening(cmd)
+    }
+
+    /// Starts `spoke serve --http` on loopback for the data directory `data`
+    /// (a path); returns the process (killed on drop) and its URL.
+    pub fn spoke_serve(&self, data: &str, extra: &[&str]) -> (Child, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spoke"));
+        cmd.args([
+            "--json",
+            "serve",
+            "--data",
+            data,
+            "--addr",
+            "127.0.0.1:0",
+            "--http",
+        ])
+        .args(extra);
+        listening(cmd)
     }
 
     /// A test CA (`ca.pem`) and a server certificate it signed for

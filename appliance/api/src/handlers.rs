@@ -499,15 +499,10 @@ struct AuditPage {
 
 async fn audit(State(s): State<AppState>, q: Result<Query<AuditPage>, QueryRejection>) -> Res {
     let Query(q) = q.map_err(query_rejection)?;
-    ok(s.run(move |a| {
-        Ok(a.store()
-            .audit_entries()?
-            .into_iter()
-            .filter(|e| e.seq > q.after)
-            .take(q.limit.min(1000))
-            .collect::<Vec<_>>())
-    })
-    .await?)
+    ok(
+        s.run(move |a| a.store().audit_page(q.after, q.limit.min(1000)))
+            .await?,
+    )
 }
 
 async fn audit_verify(State(s): State<AppState>) -> Res {
