@@ -341,6 +341,54 @@ impl Store {
         })
     }
 
+    /// Copies a consistent snapshot of the database to `dest` (a new file)
+    /// through SQLite's online backup API while other connections keep
+    /// reading and writing; the copy is fsynced and uses a rollback journal,
+    /// so it is one self-contained file.
+    pub fn snapshot_to(&self, dest: &Path) -> Result<(), Error> {
+        let dst_err = |source| Error::Db {
+            path: dest.to_owned(),
+            source,
+        };
+        let mut dst = Connection::open(dest).map_err(dst_err)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&self.conn, &mut dst).map_err(dst_err)?;
+            // One step of every page: the copy is taken under one read
+            // transaction, so it is a single point in time. In WAL mode
+            // writers are not blocked; a busy source is retried.
+            let mut tries = 0;
+            loop {
+                match backup.step(-1).map_err(self.db())? {
+                    rusqlite::backup::StepResult::Done => break,
+                    _ if tries < 100 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    _ => {
+                        return Err(Error::DataDir(format!(
+                            "{}: the database stayed locked for 5 s during the snapshot; try again when the spoke is less busy",
+                            self.path.display()
+                        )))
+                    }
+                }
+            }
+        }
+        dst.pragma_update(None, "journal_mode", "DELETE")
+            .map_err(dst_err)?;
+        drop(dst);
+        std::fs::File::open(dest)
+            .and_then(|f| f.sync_all())
+            .map_err(|source| Error::Io {
+                path: dest.to_owned(),
+                source,
+            })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Counts one error answered to a client, by code (e.g. `http_403`), per
     /// day: numbers only, for the report to the hub. Not audit-logged.
     pub fn count_error(&self, code: &str) -> Result<(), Error> {
