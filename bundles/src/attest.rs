@@ -1,5 +1,8 @@
 //! Documents a spoke signs for people outside it: the report it sends back to
-//! the hub (`eurocomply-report/1`) and evidence packs (`eurocomply-evidence/1`).
+//! the hub (`eurocomply-report/1`), evidence packs (`eurocomply-evidence/1`),
+//! backup manifests (`eurocomply-backup/1`), export receipts
+//! (`eurocomply-export-receipt/1`) and destruction certificates
+//! (`eurocomply-destruction/1`).
 //! A document names its signer as a `did:key` (ed25519) and carries an
 //! ed25519 signature over the canonical JSON of everything but the signature,
 //! so anyone can check it with nothing but the file.
@@ -13,6 +16,20 @@ use serde::{Deserialize, Serialize};
 pub const REPORT_FORMAT: &str = "eurocomply-report/1";
 /// An evidence pack for one applied change.
 pub const EVIDENCE_FORMAT: &str = "eurocomply-evidence/1";
+/// The manifest of one backup: every file with its digest and chunks.
+pub const BACKUP_FORMAT: &str = "eurocomply-backup/1";
+/// The receipt of an export: every exported file with its digest.
+pub const EXPORT_RECEIPT_FORMAT: &str = "eurocomply-export-receipt/1";
+/// The certificate that a spoke's data was destroyed.
+pub const DESTRUCTION_FORMAT: &str = "eurocomply-destruction/1";
+/// Every format `hub report verify` accepts.
+pub const FORMATS: [&str; 5] = [
+    REPORT_FORMAT,
+    EVIDENCE_FORMAT,
+    BACKUP_FORMAT,
+    EXPORT_RECEIPT_FORMAT,
+    DESTRUCTION_FORMAT,
+];
 /// Largest signed document read.
 const MAX_DOCUMENT: usize = 64 * 1024 * 1024;
 

@@ -178,7 +178,8 @@ pub enum Command {
 /// `hub report …`.
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
-    /// Verify a spoke's signed report (or evidence pack) and print it.
+    /// Verify a document a spoke signed (report, evidence pack, export receipt,
+    /// destruction certificate) and print it.
     Verify {
         /// The `report.json` (or `evidence-*.json`) file.
         file: PathBuf,
@@ -519,11 +520,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 .ok()
                 .and_then(|v| v["format"].as_str().map(str::to_string))
                 .unwrap_or_default();
-            let expected = if format == bundles::attest::EVIDENCE_FORMAT {
-                bundles::attest::EVIDENCE_FORMAT
-            } else {
-                bundles::attest::REPORT_FORMAT
-            };
+            let expected = bundles::attest::FORMATS
+                .into_iter()
+                .find(|f| *f == format)
+                .unwrap_or(bundles::attest::REPORT_FORMAT);
             let doc = bundles::attest::verify(&bytes, expected, &origin)?;
             out(json, &doc, |d| {
                 format!(
