@@ -6,6 +6,8 @@ set -euo pipefail
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+# The age CLI: the backup tests decrypt backups with it, as an operator would.
+command -v age >/dev/null 2>&1 || need_apt+=(age)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)

@@ -1,6 +1,6 @@
 //! The `spoke` command line.
 
-use crate::{identity, intake, report, work, Error};
+use crate::{durable, identity, intake, report, work, Error};
 use appliance::changes::Change;
 use appliance::{Actor, Appliance, DataDir, Store};
 use bundles::chunks::ChunkStore;
@@ -200,6 +200,74 @@ pub enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Back up the data directory (online: the spoke may keep serving) into a
+    /// backup directory shared by incremental backups, encrypted with age.
+    Backup {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Backup directory (created if needed; only new chunks are written).
+        #[arg(long)]
+        to: PathBuf,
+        /// age recipient (age1…) the backup is encrypted to; repeatable.
+        /// Without one, the spoke's own recipient (keep identity/age.key safe elsewhere).
+        #[arg(long)]
+        recipient: Vec<String>,
+        /// Keep only the newest N backups (unused chunks are removed).
+        #[arg(long)]
+        keep: Option<usize>,
+    },
+    /// List the backups in a backup directory.
+    Backups {
+        /// Backup directory.
+        from: PathBuf,
+    },
+    /// Restore a backup onto a new data directory (checked completely before
+    /// anything is replaced).
+    Restore {
+        /// Data directory to create (must be absent or empty unless --force).
+        #[arg(long)]
+        data: PathBuf,
+        /// age identity file (AGE-SECRET-KEY-1…) of a recipient of the backup.
+        #[arg(long)]
+        identity: PathBuf,
+        /// Backup name (default: the newest).
+        #[arg(long)]
+        backup: Option<String>,
+        /// Replace an existing data directory (staged, verified, then swapped atomically).
+        #[arg(long)]
+        force: bool,
+        /// Backup directory.
+        from: PathBuf,
+    },
+    /// Restore a backup into a temporary directory, check every digest, the
+    /// audit chain and the stores, replay every Compliance Lock, then remove it.
+    VerifyRestore {
+        /// age identity file of a recipient of the backup.
+        #[arg(long)]
+        identity: PathBuf,
+        /// Backup name (default: the newest).
+        #[arg(long)]
+        backup: Option<String>,
+        /// Backup directory.
+        from: PathBuf,
+    },
+    /// Export everything the customer owns in open formats (SQL dump, CSV per
+    /// table, documents, locks and traces as JSON, audit log) with a receipt
+    /// signed by the spoke.
+    Export {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Directory to create (absent or empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Decommissioning: NOTICE, EXPORT WINDOW, DESTRUCTION, VERIFICATION.
+    Decommission {
+        #[command(subcommand)]
+        command: DecommissionCommand,
+    },
     /// Serve the REST API (HTTPS with the spoke's certificate; plain HTTP only on loopback).
     Serve {
         /// Data directory.
@@ -233,6 +301,64 @@ pub enum Command {
         /// Minutes between pulls (failures back off, up to a day).
         #[arg(long, default_value_t = 60)]
         sync_every: u64,
+        /// Back up into this directory on a schedule.
+        #[arg(long)]
+        backup_to: Option<PathBuf>,
+        /// Interval between backups (e.g. 30m, 6h, 1d).
+        #[arg(long, default_value = "1d")]
+        backup_every: String,
+        /// Keep the newest N scheduled backups.
+        #[arg(long)]
+        backup_keep: Option<usize>,
+        /// age recipient of scheduled backups; repeatable (default: the spoke's own).
+        #[arg(long)]
+        backup_recipient: Vec<String>,
+    },
+}
+
+/// `spoke decommission …`.
+#[derive(Debug, Subcommand)]
+pub enum DecommissionCommand {
+    /// Show the decommissioning phase.
+    Status {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Phase 1: record that notice was given (refused under LEGAL_HOLD).
+    Notice {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Phase 2: open the export window; the spoke becomes read-only.
+    ExportWindow {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Stop a decommissioning before destruction (the spoke becomes ACTIVE again).
+    Cancel {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Phases 3 and 4: overwrite and remove the data (and the given backup
+    /// directories), verify nothing remains and write the signed destruction
+    /// certificate. Refused under LEGAL_HOLD or without an export receipt.
+    Destroy {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write the certificate (outside the data directory).
+        #[arg(long)]
+        certificate: PathBuf,
+        /// A backup directory to destroy too; repeatable.
+        #[arg(long)]
+        backups: Vec<PathBuf>,
     },
 }
 
@@ -671,6 +797,27 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 serde_json::to_string_pretty(s).unwrap_or_default()
             })
         }
+        Command::Backup {
+            data,
+            to,
+            recipient,
+            keep,
+        } => durable::backup(json, &data, &to, &recipient, keep),
+        Command::Backups { from } => durable::list(json, &from),
+        Command::Restore {
+            data,
+            identity,
+            backup,
+            force,
+            from,
+        } => durable::restore(json, &from, &data, &identity, backup.as_deref(), force),
+        Command::VerifyRestore {
+            identity,
+            backup,
+            from,
+        } => durable::verify_restore(json, &from, &identity, backup.as_deref()),
+        Command::Export { data, to } => durable::export(json, &data, &to),
+        Command::Decommission { command } => durable::decommission(json, command),
         Command::Serve {
             data,
             addr,
@@ -682,8 +829,17 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             sync_from,
             sync_ca,
             sync_every,
+            backup_to,
+            backup_every,
+            backup_keep,
+            backup_recipient,
         } => {
             let mut a = open(&data)?;
+            if let Some(to) = backup_to {
+                let every = crate::backup::parse_duration(&backup_every)?;
+                let recipients = durable::recipients(a.dir(), &backup_recipient)?;
+                crate::backup::backup_every(a.dir().clone(), to, recipients, backup_keep, every);
+            }
             if let Some(dir) = watch {
                 intake::watch_media(
                     a.dir().clone(),

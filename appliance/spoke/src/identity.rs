@@ -50,11 +50,35 @@ pub fn sign(
     format: &str,
     body: serde_json::Value,
 ) -> Result<bundles::attest::Signed, Error> {
-    let pair = signing_key(dir)?;
-    let did = bundles::attest::did_key(pair.public_key().as_ref());
-    Ok(bundles::attest::sign(format, &did, body, |m| {
-        pair.sign(m).as_ref().to_vec()
-    })?)
+    Signer::load(dir)?.sign(format, body)
+}
+
+/// The spoke's signing key held in memory, for signing after the key files
+/// are gone (the destruction certificate).
+pub struct Signer {
+    pair: Ed25519KeyPair,
+    /// The spoke's `did:key`.
+    pub did: String,
+}
+
+impl Signer {
+    /// Loads the signing key from the identity directory.
+    pub fn load(dir: &Path) -> Result<Signer, Error> {
+        let pair = signing_key(dir)?;
+        let did = bundles::attest::did_key(pair.public_key().as_ref());
+        Ok(Signer { pair, did })
+    }
+
+    /// Signs `body` as a `format` document.
+    pub fn sign(
+        &self,
+        format: &str,
+        body: serde_json::Value,
+    ) -> Result<bundles::attest::Signed, Error> {
+        Ok(bundles::attest::sign(format, &self.did, body, |m| {
+            self.pair.sign(m).as_ref().to_vec()
+        })?)
+    }
 }
 
 fn signing_key(dir: &Path) -> Result<Ed25519KeyPair, Error> {

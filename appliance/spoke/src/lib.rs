@@ -1,10 +1,14 @@
 //! The spoke's command line: wires the agent, the appliance stores and the
 //! spoke identity together. `main.rs` only parses arguments and calls [`run`].
 
+pub mod backup;
 pub mod cli;
-mod identity;
+mod decommission;
+mod durable;
+pub mod identity;
 mod intake;
 mod report;
+pub mod restore;
 mod work;
 
 pub use cli::{run, Cli};
@@ -30,6 +34,13 @@ pub enum Error {
     /// Bad command-line input.
     #[error("{0}")]
     Usage(String),
+    /// A backup could not be written, or is damaged, incomplete or not for
+    /// the given key; the message names the file.
+    #[error("backup: {0}")]
+    Backup(String),
+    /// The request conflicts with what exists (a non-empty target directory).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Error {
@@ -42,6 +53,8 @@ impl Error {
             Error::Api(_) => "serve",
             Error::Identity(_) => "identity",
             Error::Usage(_) => "usage",
+            Error::Backup(_) => "backup",
+            Error::Conflict(_) => "conflict",
         }
     }
 }

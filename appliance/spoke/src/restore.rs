@@ -1,0 +1,280 @@
+//! Restoring a backup: everything is decrypted, checked against the signed
+//! manifest and written into a staging directory next to the target; the
+//! staged spoke must open, pass its health checks (database integrity, audit
+//! chain, every document's object) and match the manifest's audit head
+//! before it replaces anything. An existing non-empty data directory is only
+//! replaced with `--force`, and then by one atomic exchange of directories.
+
+use crate::backup::{BackupDir, Manifest};
+use crate::Error;
+use appliance::{Appliance, DataDir, Store};
+use bundles::progress::Progress;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The backup restored.
+    pub backup: String,
+    /// The spoke's `did:key`.
+    pub spoke: String,
+    /// Where it was restored.
+    pub data: PathBuf,
+    /// Files written, each checked against its digest.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Audit entries, chain verified.
+    pub audit_entries: u64,
+    /// Audit chain head (equals the manifest's).
+    pub audit_head: String,
+    /// Whether an existing data directory was replaced.
+    pub replaced: bool,
+    /// Health checks of the restored spoke: (name, passed, detail).
+    pub checks: Vec<(String, bool, String)>,
+    /// Compliance Locks replayed byte for byte (verify-restore only).
+    pub locks_replayed: Option<usize>,
+}
+
+fn non_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p)
+        .map(|mut e| e.next().is_some())
+        .unwrap_or(false)
+}
+
+/// Chooses the backup to restore: `name`, or the newest.
+fn choose(dir: &BackupDir, from: &Path, name: Option<&str>) -> Result<String, Error> {
+    let all = dir.list()?;
+    match name {
+        Some(n) if all.iter().any(|a| a == n) => Ok(n.to_string()),
+        Some(n) => Err(Error::Backup(format!(
+            "{} holds no backup {n:?}; it has: {}",
+            from.display(),
+            all.join(", ")
+        ))),
+        None => all.last().cloned().ok_or_else(|| {
+            Error::Backup(format!(
+                "{} holds no backup (no backups/*.age); give the directory `spoke backup --to` wrote",
+                from.display()
+            ))
+        }),
+    }
+}
+
+/// Writes every file of `manifest` below `stage`, each checked.
+fn write_files(
+    dir: &BackupDir,
+    manifest: &Manifest,
+    identities: &[age::x25519::Identity],
+    stage: &Path,
+    progress: &dyn Progress,
+) -> Result<u64, Error> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    progress.set_len(manifest.files.iter().map(|f| f.size).sum());
+    let mut bytes = 0;
+    let mut plain = Vec::new();
+    for f in &manifest.files {
+        // Never a path out of the staging directory.
+        let rel = bundles::fsutil::safe_relative(&f.path)?;
+        let path = stage.join(&rel);
+        let declared: u64 = f.chunks.iter().map(|c| c.size).sum();
+        if declared != f.size {
+            return Err(Error::Backup(format!(
+                "manifest entry {}: chunks add up to {declared} bytes, not {}",
+                f.path, f.size
+            )));
+        }
+        let io = |e: std::io::Error| Error::Backup(format!("write {}: {e}", path.display()));
+        if let Some(parent) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io)?;
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        let mut hasher = Sha256::new();
+        for c in &f.chunks {
+            dir.read_chunk(c, identities, &mut plain)?;
+            hasher.update(&plain);
+            out.write_all(&plain).map_err(io)?;
+            progress.inc(plain.len() as u64);
+        }
+        let found = hex::encode(hasher.finalize());
+        if found != f.sha256 {
+            return Err(Error::Backup(format!(
+                "{} restores to SHA-256 {found}, but the manifest says {}: the backup is damaged",
+                f.path, f.sha256
+            )));
+        }
+        out.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o777))
+            .map_err(io)?;
+        bytes += f.size;
+    }
+    Ok(bytes)
+}
+
+/// Restores the backup `name` (the newest when `None`) from `from` into the
+/// data directory `data`.
+pub fn restore(
+    from: &Path,
+    data: &Path,
+    identities: &[age::x25519::Identity],
+    name: Option<&str>,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<RestoreReport, Error> {
+    let existing = non_empty_dir(data);
+    if existing && !force {
+        return Err(Error::Conflict(format!(
+            "{} exists and is not empty; restore into a new directory, or add --force to \
+             replace it (the backup is checked completely before the swap)",
+            data.display()
+        )));
+    }
+    if data.exists() && !data.is_dir() {
+        return Err(Error::Conflict(format!(
+            "{} exists and is not a directory",
+            data.display()
+        )));
+    }
+    let dir = BackupDir::new(from);
+    let name = choose(&dir, from, name)?;
+    let (manifest, _signed) = dir.manifest(&name, identities)?;
+
+    let parent = match data.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| Error::Backup(format!("create {}: {e}", parent.display())))?;
+    // On the same filesystem as the target, so the final step is a rename;
+    // removed if anything below fails.
+    let stage = tempfile::Builder::new()
+        .prefix(".restore-")
+        .tempdir_in(&parent)
+        .map_err(|e| Error::Backup(format!("create staging in {}: {e}", parent.display())))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::Backup(format!("{}: {e}", stage.path().display())))?;
+    }
+    let bytes = write_files(&dir, &manifest, identities, stage.path(), progress)?;
+    let staged = DataDir::new(stage.path());
+    staged.check_initialised()?;
+    let marker: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(staged.marker())
+            .map_err(|e| Error::Backup(format!("read restored spoke.json: {e}")))?,
+    )
+    .map_err(|e| Error::Backup(format!("restored spoke.json: {e}")))?;
+    if marker["did"].as_str() != Some(manifest.spoke.as_str()) {
+        return Err(Error::Backup(
+            "the manifest was signed by another spoke than the one it restores".into(),
+        ));
+    }
+    // The audit chain as it was at the snapshot, before anything opens it.
+    let audit = Store::open(&staged.database())?.audit_verify()?;
+    if audit.head != manifest.audit_head || audit.entries as u64 != manifest.audit_entries {
+        return Err(Error::Backup(format!(
+            "the restored audit chain ends at {} ({} entries), the manifest says {} ({}): the backup is inconsistent",
+            audit.head, audit.entries, manifest.audit_head, manifest.audit_entries
+        )));
+    }
+    bundles::fsutil::create_private_dir(&staged.staging())?;
+    agent::StagingLock::take(&staged.staging())?;
+    let health = {
+        // Rebuilds the derived search index; checks objects and the chain.
+        let app = Appliance::open(&staged)?;
+        app.deep_health()
+    };
+    if !health.ok {
+        let failed: Vec<String> = health
+            .checks
+            .iter()
+            .filter(|c| !c.1)
+            .map(|c| format!("{}: {}", c.0, c.2))
+            .collect();
+        return Err(Error::Backup(format!(
+            "the restored spoke fails its checks: {}",
+            failed.join("; ")
+        )));
+    }
+    bundles::fsutil::sync_filesystem(stage.path())?;
+
+    // The swap: a rename into place, or an atomic exchange with the old
+    // directory (which the staging guard then removes).
+    let replaced = if existing {
+        nix::fcntl::renameat2(
+            None,
+            stage.path(),
+            None,
+            data,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(|e| {
+            Error::Backup(format!(
+                "swap {} into place: {e}; nothing was replaced",
+                data.display()
+            ))
+        })?;
+        true
+    } else {
+        if data.is_dir() {
+            std::fs::remove_dir(data)
+                .map_err(|e| Error::Backup(format!("remove empty {}: {e}", data.display())))?;
+        }
+        std::fs::rename(stage.path(), data)
+            .map_err(|e| Error::Backup(format!("move into {}: {e}", data.display())))?;
+        false
+    };
+    bundles::fsutil::sync_dir(&parent)?;
+    drop(stage);
+    Ok(RestoreReport {
+        backup: name,
+        spoke: manifest.spoke,
+        data: data.to_path_buf(),
+        files: manifest.files.len(),
+        bytes,
+        audit_entries: audit.entries as u64,
+        audit_head: audit.head,
+        replaced,
+        checks: health.checks,
+        locks_replayed: None,
+    })
+}
+
+/// Restores into a temporary directory, checks everything (digests, audit
+/// chain, health) and replays every Compliance Lock, then removes it.
+pub fn verify_restore(
+    from: &Path,
+    identities: &[age::x25519::Identity],
+    name: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<RestoreReport, Error> {
+    let tmp = tempfile::tempdir()
+        .map_err(|e| Error::Backup(format!("create a temporary directory: {e}")))?;
+    let data = tmp.path().join("data");
+    let mut report = restore(from, &data, identities, name, false, progress)?;
+    let app = Appliance::open(&DataDir::new(&data))?;
+    let mut replayed = 0;
+    for lock in app.store().locks(None, usize::MAX >> 1)? {
+        let r = app.replay(&lock.id)?;
+        if !r.identical {
+            return Err(Error::Backup(format!(
+                "Compliance Lock {} does not replay byte for byte from the backup",
+                lock.id
+            )));
+        }
+        replayed += 1;
+    }
+    report.locks_replayed = Some(replayed);
+    Ok(report)
+}
