@@ -684,10 +684,13 @@ mod tests {
         let other = age::x25519::Identity::generate();
         let enc = encrypt(&[id.to_public()], b"hello").unwrap();
         let p = Path::new("x");
-        assert_eq!(decrypt(&[id.clone()], &enc, 10, p).unwrap(), b"hello");
+        assert_eq!(
+            decrypt(std::slice::from_ref(&id), &enc, 10, p).unwrap(),
+            b"hello"
+        );
         let e = decrypt(&[other], &enc, 10, p).unwrap_err().to_string();
         assert!(e.contains("not encrypted to"), "{e}");
-        assert!(decrypt(&[id.clone()], &enc[..enc.len() - 3], 10, p).is_err());
+        assert!(decrypt(std::slice::from_ref(&id), &enc[..enc.len() - 3], 10, p).is_err());
         assert!(decrypt(&[id], &enc, 3, p).is_err());
     }
 }
