@@ -1,0 +1,26 @@
+//! Runs Tier A models on CPU: embeddings and chat generation.
+//!
+//! - [`Embedder`]: sentence embeddings with a BERT encoder
+//!   (all-MiniLM-L6-v2, safetensors), mean-pooled and L2-normalised as
+//!   sentence-transformers does.
+//! - [`Generator`]: chat generation with a quantised llama-architecture GGUF
+//!   (SmolLM2-135M-Instruct Q4_1), its tokenizer rebuilt from the GGUF's
+//!   metadata and its Jinja chat template rendered.
+//!
+//! The crate only reads model files from a directory it is given; where they
+//! come from (bundles, a package) and how results are served is the caller's
+//! business. Errors are one enum, [`Error`], with a stable [`Error::kind`].
+#![deny(missing_docs)]
+
+mod embed;
+mod error;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
+mod generate;
+mod gguf_tokenizer;
+
+pub use embed::{Embedder, BATCH_SIZE, DEFAULT_MAX_LENGTH};
+pub use error::{Error, Result};
+pub use generate::{
+    ChatMessage, Finish, GenerateOptions, Generation, Generator, LoadOptions, Role,
+};
