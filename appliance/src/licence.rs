@@ -20,6 +20,9 @@ pub struct Terms {
     pub max_products: Option<u64>,
     /// Most users, if limited.
     pub max_users: Option<u64>,
+    /// Most AI requests (embed, chat, ask) per day, if limited.
+    #[serde(default)]
+    pub max_ai_requests_per_day: Option<u64>,
     /// Last valid day (YYYY-MM-DD).
     pub expires: String,
 }
@@ -45,6 +48,9 @@ impl Terms {
                 .to_string(),
             max_products: licence.get("max_products").and_then(|v| v.as_u64()),
             max_users: licence.get("max_users").and_then(|v| v.as_u64()),
+            max_ai_requests_per_day: licence
+                .get("max_ai_requests_per_day")
+                .and_then(|v| v.as_u64()),
             expires: expires.to_string(),
         })
     }

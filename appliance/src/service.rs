@@ -17,6 +17,8 @@ pub struct Appliance {
     pub(crate) store: Store,
     pub(crate) objects: ObjectStore,
     pub(crate) index: search::Index,
+    /// Document passages, for grounded answers (see [`crate::ai`]).
+    pub(crate) passages: search::Index,
     pub(crate) max_upload: u64,
     pub(crate) program: Option<Compiled>,
 }
@@ -39,15 +41,18 @@ impl Appliance {
         dir.check_initialised()?;
         let store = Store::open(&dir.database())?;
         let index = search::Index::open(&dir.search_index())?;
+        let passages = search::Index::open(&dir.passage_index())?;
         let mut a = Appliance {
             dir: dir.clone(),
             store,
             objects: ObjectStore::new(dir.objects()),
             index,
+            passages,
             max_upload: crate::documents::DEFAULT_MAX_UPLOAD,
             program: None,
         };
-        if a.index.generation() != Some(a.store.generation()?) {
+        let generation = Some(a.store.generation()?);
+        if a.index.generation() != generation || a.passages.generation() != generation {
             tracing::info!("search index out of step with the database; rebuilding");
             a.reindex()?;
         }
@@ -115,13 +120,22 @@ impl Appliance {
         }
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
+        let mut passages = Vec::new();
         for (kind, id) in touched {
             match self.doc_for(kind, id)? {
-                Some(doc) => upserts.push(doc),
+                Some(doc) => {
+                    if kind == "document" {
+                        passages.extend(passage_docs(&doc));
+                    }
+                    upserts.push(doc)
+                }
                 None => deletes.push(format!("{kind}:{id}")),
             }
         }
         self.index.apply(&upserts, &deletes, generation)?;
+        // Documents are never edited in place, so a document's passages
+        // are only ever added.
+        self.passages.apply(&passages, &[], generation)?;
         Ok(())
     }
 
@@ -132,11 +146,14 @@ impl Appliance {
         for e in self.store.entities(None, usize::MAX >> 1, 0)? {
             docs.push(entity_doc(&e));
         }
+        let mut passages = Vec::new();
         for d in self.store.documents(None)? {
             if let Some(doc) = self.doc_for("document", &d.id)? {
+                passages.extend(passage_docs(&doc));
                 docs.push(doc);
             }
         }
+        self.passages.rebuild(passages, generation)?;
         Ok(self.index.rebuild(docs, generation)?)
     }
 
@@ -414,6 +431,16 @@ fn found<T>(r: Result<T, Error>) -> Result<Option<T>, Error> {
         Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The passage index entries of a document's index entry.
+fn passage_docs(doc: &search::Doc) -> Vec<search::Doc> {
+    let id = doc.id.trim_start_matches("document:");
+    crate::ai::split_passages(&doc.body)
+        .into_iter()
+        .enumerate()
+        .map(|(ord, r)| crate::ai::passage_doc(id, &doc.title, ord, &doc.body[r]))
+        .collect()
 }
 
 fn entity_doc(e: &Entity) -> search::Doc {

@@ -35,6 +35,7 @@ fn migrations() -> Migrations<'static> {
                 PRIMARY KEY (day, code)
             );",
         ),
+        M::up(crate::ai::MIGRATION),
     ])
 }
 
@@ -284,6 +285,11 @@ impl Store {
     /// The connection, for reads.
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// The connection, for derived data written outside [`Store::write`].
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     /// Runs `f` in one IMMEDIATE transaction with its audit entries: all or

@@ -288,6 +288,9 @@ pub struct Licence {
     pub max_products: Option<u64>,
     /// Most users (None: unlimited).
     pub max_users: Option<u64>,
+    /// Most AI requests (embed, chat, ask) per day, if limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ai_requests_per_day: Option<u64>,
     /// Last day it is valid (YYYY-MM-DD).
     pub expires: String,
 }
@@ -350,6 +353,7 @@ impl Licence {
             plan: plan.into(),
             max_products: limit("max_products")?,
             max_users: limit("max_users")?,
+            max_ai_requests_per_day: limit("max_ai_requests_per_day")?,
             expires: expires.into(),
         })
     }

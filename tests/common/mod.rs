@@ -373,6 +373,13 @@ impl Env {
     /// safety reports added.
     pub fn sample_spoke(&self, data: &str) -> String {
         self.publish_examples();
+        self.stock_spoke(data)
+    }
+
+    /// A spoke at `data` with everything published so far installed from a
+    /// medium, and the sample products and safety reports added.
+    #[allow(dead_code)]
+    pub fn stock_spoke(&self, data: &str) -> String {
         let examples = root().join("bundles/examples");
         self.export("usb", &[]);
         self.spoke_init(data);

@@ -20,9 +20,9 @@ use std::net::SocketAddr;
 /// JSON bodies are small; uploads have their own cap.
 const MAX_JSON: usize = 1024 * 1024;
 
-type Res = Result<Response, ApiError>;
+pub(crate) type Res = Result<Response, ApiError>;
 
-fn ok(v: impl serde::Serialize) -> Res {
+pub(crate) fn ok(v: impl serde::Serialize) -> Res {
     Ok(Json(v).into_response())
 }
 
@@ -31,7 +31,7 @@ fn created(v: impl serde::Serialize) -> Res {
 }
 
 /// A JSON body whose rejections are JSON errors.
-struct Body<T>(T);
+pub(crate) struct Body<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
@@ -117,7 +117,8 @@ pub(crate) fn routes(max_upload: u64) -> Router<AppState> {
         .route("/api/v1/users", get(users).post(create_user))
         .route("/api/v1/tokens", get(tokens).post(create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
-        .route("/api/v1/support-access", post(grant_support));
+        .route("/api/v1/support-access", post(grant_support))
+        .merge(crate::ai::routes());
     router.layer(DefaultBodyLimit::max(MAX_JSON))
 }
 

@@ -6,7 +6,9 @@
 //! All work is done by the appliance library; this crate only speaks HTTP.
 #![deny(missing_docs)]
 
+mod ai;
 mod handlers;
+mod mcp;
 mod metrics;
 pub mod routes;
 pub mod tls;
@@ -49,6 +51,8 @@ pub struct Config {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Requests per second per client address (burst twice that); 0 disables.
     pub rate_limit: u32,
+    /// Most AI requests running at once (further ones answer 429).
+    pub ai_concurrency: usize,
 }
 
 /// A request error: HTTP status, stable kind, actionable message.
@@ -69,23 +73,46 @@ impl ApiError {
     }
 }
 
+/// The HTTP status for an error kind of the appliance or the gateway.
+fn status_for(kind: &str) -> StatusCode {
+    match kind {
+        "invalid" => StatusCode::BAD_REQUEST,
+        "not_found" => StatusCode::NOT_FOUND,
+        "conflict" => StatusCode::CONFLICT,
+        "read_only" | "forbidden" => StatusCode::FORBIDDEN,
+        "unauthenticated" => StatusCode::UNAUTHORIZED,
+        "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "unsupported_media" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unreadable" | "kernel" => StatusCode::UNPROCESSABLE_ENTITY,
+        "quota" | "busy" => StatusCode::TOO_MANY_REQUESTS,
+        "ai_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ApiError {
+    fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    fn from_kind(kind: &'static str, message: String) -> Self {
+        let status = status_for(kind);
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(kind, "{message}");
+        }
+        ApiError::new(status, kind, message)
+    }
+}
+
 impl From<appliance::Error> for ApiError {
     fn from(e: appliance::Error) -> Self {
-        let status = match e.kind() {
-            "invalid" => StatusCode::BAD_REQUEST,
-            "not_found" => StatusCode::NOT_FOUND,
-            "conflict" => StatusCode::CONFLICT,
-            "read_only" | "forbidden" => StatusCode::FORBIDDEN,
-            "unauthenticated" => StatusCode::UNAUTHORIZED,
-            "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            "unsupported_media" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unreadable" | "kernel" => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(kind = e.kind(), "{e}");
-        }
-        ApiError::new(status, e.kind(), e.to_string())
+        ApiError::from_kind(e.kind(), e.to_string())
+    }
+}
+
+impl From<gateway::Error> for ApiError {
+    fn from(e: gateway::Error) -> Self {
+        ApiError::from_kind(e.kind(), e.to_string())
     }
 }
 
@@ -136,6 +163,7 @@ impl Limiter {
 #[derive(Clone)]
 pub struct AppState {
     appliance: Arc<Mutex<Appliance>>,
+    gateway: Arc<gateway::Gateway>,
     metrics: Arc<metrics::Metrics>,
     limiter: Arc<Limiter>,
 }
@@ -262,10 +290,12 @@ async fn security_headers(req: Request, next: Next) -> Response {
 }
 
 /// The router with every route, its guard and the security headers.
-pub fn router(appliance: Appliance, rate_limit: u32) -> axum::Router {
+pub fn router(appliance: Appliance, config: &Config) -> axum::Router {
     let max_upload = appliance.max_upload();
+    let rate_limit = config.rate_limit;
     let state = AppState {
         appliance: Arc::new(Mutex::new(appliance)),
+        gateway: Arc::new(gateway::Gateway::new(config.ai_concurrency)),
         metrics: Arc::new(metrics::Metrics::default()),
         limiter: Arc::new(Limiter {
             rate: f64::from(rate_limit),
@@ -273,6 +303,7 @@ pub fn router(appliance: Appliance, rate_limit: u32) -> axum::Router {
         }),
     };
     handlers::routes(max_upload)
+        .nest_service("/mcp", mcp::service(state.clone()))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .fallback(|req: Request| async move {
             ApiError::new(
@@ -313,8 +344,7 @@ pub async fn serve(
     let listener = std::net::TcpListener::bind(config.addr).map_err(io)?;
     listener.set_nonblocking(true).map_err(io)?;
     let local = listener.local_addr().map_err(io)?;
-    let app =
-        router(appliance, config.rate_limit).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(appliance, &config).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {

@@ -256,6 +256,50 @@ pub const ROUTES: &[Route] = &[
         Some(Admin),
         "Grant time-limited read-only support access",
     ),
+    r(
+        "GET",
+        "/api/v1/ai/status",
+        Some(Read),
+        "Tier A: active models (with digests), passage vectors, today's AI requests and the plan's limit",
+    ),
+    r(
+        "POST",
+        "/api/v1/ai/embed",
+        Some(Read),
+        "Sentence vectors for up to 256 texts from the active embedding model",
+    ),
+    r(
+        "POST",
+        "/api/v1/ai/chat",
+        Some(Read),
+        "Chat with the local model, streamed as server-sent events (token, then done or error)",
+    ),
+    r(
+        "POST",
+        "/api/v1/ai/ask",
+        Some(Read),
+        "A grounded answer from the spoke's documents, citing the passages it used",
+    ),
+    r(
+        "GET",
+        "/api/v1/models",
+        Some(Read),
+        "Installed model bundles and which is active per task",
+    ),
+    r(
+        "PUT",
+        "/api/v1/models/active",
+        Some(Admin),
+        "Make an installed model the active one for its task (atomic switch)",
+    ),
+    r(
+        "POST",
+        "/mcp",
+        Some(Read),
+        "MCP (streamable HTTP): tools search, get_entity, evaluate, ask; each checks the caller's role",
+    ),
+    r("GET", "/mcp", Some(Read), "MCP server-sent event stream"),
+    r("DELETE", "/mcp", Some(Read), "End an MCP session"),
 ];
 
 /// Finds the route for a matched path and method.

@@ -1,5 +1,6 @@
 //! The `spoke` command line.
 
+use crate::ai::{AiCommand, ModelsCommand};
 use crate::{durable, identity, intake, report, work, Error};
 use appliance::changes::Change;
 use appliance::{Actor, Appliance, DataDir, Store};
@@ -125,6 +126,16 @@ pub enum Command {
     Doc {
         #[command(subcommand)]
         command: DocCommand,
+    },
+    /// The local Tier A models: embeddings, chat, grounded answers.
+    Ai {
+        #[command(subcommand)]
+        command: AiCommand,
+    },
+    /// Installed model bundles; switch the active one.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
     },
     /// Full-text search (BM25) over entities and documents.
     Search {
@@ -301,6 +312,9 @@ pub enum Command {
         /// Minutes between pulls (failures back off, up to a day).
         #[arg(long, default_value_t = 60)]
         sync_every: u64,
+        /// Most AI requests running at once (more answer 429).
+        #[arg(long, default_value_t = 2)]
+        ai_concurrency: usize,
         /// Back up into this directory on a schedule.
         #[arg(long)]
         backup_to: Option<PathBuf>,
@@ -734,6 +748,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 format!("wrote the signed evidence pack {}", path.display())
             })
         }
+        Command::Ai { command } => crate::ai::ai(json, command),
+        Command::Models { command } => crate::ai::models(json, command),
         Command::Entity { command } => work::entity(json, command),
         Command::Doc { command } => work::doc(json, command),
         Command::Search {
@@ -829,6 +845,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             sync_from,
             sync_ca,
             sync_every,
+            ai_concurrency,
             backup_to,
             backup_every,
             backup_keep,
@@ -871,6 +888,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 addr,
                 tls,
                 rate_limit,
+                ai_concurrency,
             };
             runtime.block_on(api::serve(a, config, |url| {
                 if json {

@@ -81,6 +81,9 @@ impl ApplianceRegistry {
             .map(|r| r.cid.clone())
             .collect();
         self.change = self.app.propose(&actor, &packs, product.is_some())?;
+        // The first model for a task is activated with the install; a later
+        // version waits for `spoke models activate`.
+        self.app.activate_new_models(&actor)?;
         if let Some(l) = &licence {
             self.app.install_licence(&actor, l)?;
         }

@@ -1,6 +1,7 @@
 //! The spoke's command line: wires the agent, the appliance stores and the
 //! spoke identity together. `main.rs` only parses arguments and calls [`run`].
 
+mod ai;
 pub mod backup;
 pub mod cli;
 mod decommission;
@@ -28,6 +29,9 @@ pub enum Error {
     /// Identity files.
     #[error("identity: {0}")]
     Identity(String),
+    /// From the LLM gateway.
+    #[error(transparent)]
+    Ai(#[from] gateway::Error),
     /// From the API server.
     #[error(transparent)]
     Api(#[from] api::Error),
@@ -50,6 +54,7 @@ impl Error {
             Error::Agent(e) => e.kind(),
             Error::Bundles(e) => e.kind(),
             Error::Appliance(e) => e.kind(),
+            Error::Ai(e) => e.kind(),
             Error::Api(_) => "serve",
             Error::Identity(_) => "identity",
             Error::Usage(_) => "usage",

@@ -1,0 +1,586 @@
+//! The LLM gateway: runs the spoke's active Tier A models for the API, the
+//! MCP endpoint and the command line. It loads the model bundles the
+//! appliance marks active (reloading when the active one changes), keeps
+//! passage vectors up to date, answers questions from the spoke's own
+//! documents with citations, limits how many AI requests run at once,
+//! counts them against the plan's quota and records each one, with the
+//! digests of the models behind it, in the audit log.
+//!
+//! Everything here degrades alone: without a model, or when a model fails,
+//! AI requests answer `ai_unavailable` and the rest of the spoke works.
+//! Tier B (a cloud model) does not exist on the spoke: customer data never
+//! leaves it.
+#![deny(missing_docs)]
+
+use appliance::ai::{InstalledModel, Retrieved, Task};
+use appliance::{Actor, Appliance};
+pub use models::{ChatMessage, Finish, GenerateOptions, Generation, Role};
+use models::{Embedder, Generator};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The gateway's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No model is installed or active for the task, or it failed to load.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Too many AI requests are running.
+    #[error("{0} AI requests are already running; try again in a moment")]
+    Busy(usize),
+    /// The model failed while running.
+    #[error("the {task} model failed: {source}")]
+    Model {
+        /// What the model was doing.
+        task: &'static str,
+        /// Underlying error.
+        source: models::Error,
+    },
+    /// The appliance refused or failed.
+    #[error(transparent)]
+    Appliance(#[from] appliance::Error),
+}
+
+impl Error {
+    /// A stable machine-readable name for this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Unavailable(_) => "ai_unavailable",
+            Error::Busy(_) => "busy",
+            Error::Model { source, .. } if source.kind() == "context" => "invalid",
+            Error::Model { .. } => "ai_failed",
+            Error::Appliance(e) => e.kind(),
+        }
+    }
+}
+
+/// Passages given to the model for one answer.
+const ASK_PASSAGES: usize = 4;
+/// Passages embedded per batch while catching up.
+const EMBED_BATCH: usize = 64;
+/// Most texts in one embed request.
+pub const MAX_EMBED_TEXTS: usize = 256;
+/// Most characters of one text to embed or one question.
+pub const MAX_TEXT_CHARS: usize = 8_000;
+
+/// A model as results name it: its bundle's digest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// CID of the model bundle.
+    pub cid: String,
+    /// Bundle name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+}
+
+impl From<&InstalledModel> for ModelRef {
+    fn from(m: &InstalledModel) -> Self {
+        ModelRef {
+            cid: m.cid.clone(),
+            name: m.name.clone(),
+            version: m.version.clone(),
+        }
+    }
+}
+
+struct Loaded<T> {
+    model: ModelRef,
+    engine: T,
+}
+
+/// Vectors for texts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Embedded {
+    /// The embedding model.
+    pub model: ModelRef,
+    /// Vector length.
+    pub dim: usize,
+    /// One unit-length vector per text, in order.
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// A finished chat.
+#[derive(Debug, Clone, Serialize)]
+pub struct Chat {
+    /// The generation model.
+    pub model: ModelRef,
+    /// What it produced.
+    #[serde(flatten)]
+    pub generation: Generation,
+}
+
+/// A passage an answer was given, numbered as the model saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Citation {
+    /// The number the model cites it by (`[1]`).
+    pub n: usize,
+    /// Whether the answer cites it.
+    pub cited: bool,
+    /// The passage and where it lies.
+    #[serde(flatten)]
+    pub passage: Retrieved,
+}
+
+/// A grounded answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// The question.
+    pub question: String,
+    /// The answer text.
+    pub answer: String,
+    /// The passages the model was given, best first.
+    pub citations: Vec<Citation>,
+    /// `hybrid` (BM25 and vectors) or `bm25` (no embedding model).
+    pub retrieval: &'static str,
+    /// The embedding model used for retrieval, if any.
+    pub embedding_model: Option<ModelRef>,
+    /// The generation model, if the model ran (no passages: no model run).
+    pub generation_model: Option<ModelRef>,
+    /// Generation details, if the model ran.
+    pub generation: Option<Generation>,
+}
+
+/// What the gateway can do right now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Active embedding model.
+    pub embedding: Option<ModelRef>,
+    /// Active generation model.
+    pub generation: Option<ModelRef>,
+    /// Passages in all documents.
+    pub passages: u64,
+    /// Passages with a vector from the active embedding model.
+    pub embedded_passages: u64,
+    /// AI requests counted today.
+    pub requests_today: u64,
+    /// The plan's daily limit, if any.
+    pub daily_limit: Option<u64>,
+    /// Most AI requests at once.
+    pub max_concurrent: usize,
+    /// Tier B: always off on the spoke.
+    pub tier_b: &'static str,
+}
+
+/// Tier B's state as shown: there is no egress configuration to enable it with.
+pub const TIER_B: &str =
+    "disabled: no egress is configured, and customer data never leaves the spoke";
+
+/// The gateway. Share one per spoke (it holds the loaded models).
+pub struct Gateway {
+    embedder: Mutex<Option<Arc<Loaded<Embedder>>>>,
+    generator: Mutex<Option<Loaded<Generator>>>,
+    running: AtomicUsize,
+    max_concurrent: usize,
+}
+
+/// Releases a concurrency slot when dropped.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn digest(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+impl Gateway {
+    /// A gateway that runs at most `max_concurrent` AI requests at once
+    /// (further ones are refused as busy, never queued without bound).
+    pub fn new(max_concurrent: usize) -> Gateway {
+        Gateway {
+            embedder: Mutex::new(None),
+            generator: Mutex::new(None),
+            running: AtomicUsize::new(0),
+            max_concurrent: max_concurrent.max(1),
+        }
+    }
+
+    fn slot(&self) -> Result<Slot<'_>, Error> {
+        let before = self.running.fetch_add(1, Ordering::SeqCst);
+        let slot = Slot(&self.running);
+        if before >= self.max_concurrent {
+            return Err(Error::Busy(before));
+        }
+        Ok(slot)
+    }
+
+    fn active(app: &Mutex<Appliance>, task: Task) -> Result<Option<InstalledModel>, Error> {
+        Ok(lock(app).active_model(task)?)
+    }
+
+    fn missing(task: Task) -> Error {
+        Error::Unavailable(format!(
+            "no {} model is installed on this spoke, so this AI feature is off \
+             (everything else works); import a signed model bundle \
+             (`hub model build`, then `spoke import`)",
+            task.as_str()
+        ))
+    }
+
+    /// The active embedding model, loaded (None when none is installed).
+    fn embedder(&self, app: &Mutex<Appliance>) -> Result<Option<Arc<Loaded<Embedder>>>, Error> {
+        let Some(active) = Self::active(app, Task::Embedding)? else {
+            return Ok(None);
+        };
+        let mut slot = lock(&self.embedder);
+        if let Some(l) = slot.as_ref().filter(|l| l.model.cid == active.cid) {
+            return Ok(Some(l.clone()));
+        }
+        let engine = Embedder::load(&active.path).map_err(|e| unloadable(&active, e))?;
+        tracing::info!(model = %active.label(), cid = %active.cid, "embedding model loaded");
+        let loaded = Arc::new(Loaded {
+            model: ModelRef::from(&active),
+            engine,
+        });
+        *slot = Some(loaded.clone());
+        Ok(Some(loaded))
+    }
+
+    /// Runs `f` on the active generation model, loading it first if needed.
+    fn with_generator<T>(
+        &self,
+        app: &Mutex<Appliance>,
+        f: impl FnOnce(&ModelRef, &mut Generator) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let active =
+            Self::active(app, Task::Generation)?.ok_or_else(|| Self::missing(Task::Generation))?;
+        let mut slot = lock(&self.generator);
+        if slot.as_ref().is_none_or(|l| l.model.cid != active.cid) {
+            *slot = None;
+            let engine = Generator::load(&active.path).map_err(|e| unloadable(&active, e))?;
+            tracing::info!(model = %active.label(), cid = %active.cid, "generation model loaded");
+            *slot = Some(Loaded {
+                model: ModelRef::from(&active),
+                engine,
+            });
+        }
+        let loaded = slot
+            .as_mut()
+            .ok_or_else(|| Self::missing(Task::Generation))?;
+        f(&loaded.model, &mut loaded.engine)
+    }
+
+    /// Embeds `texts` with the active embedding model.
+    pub fn embed(
+        &self,
+        app: &Mutex<Appliance>,
+        actor: &Actor,
+        texts: &[String],
+    ) -> Result<Embedded, Error> {
+        check_texts(texts)?;
+        let _slot = self.slot()?;
+        let e = self
+            .embedder(app)?
+            .ok_or_else(|| Self::missing(Task::Embedding))?;
+        lock(app).record_ai_use(
+            actor,
+            "ai.embed",
+            serde_json::json!({ "model": e.model.cid, "texts": texts.len() }),
+        )?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let vectors = e.engine.embed(&refs).map_err(|source| Error::Model {
+            task: "embedding",
+            source,
+        })?;
+        Ok(Embedded {
+            model: e.model.clone(),
+            dim: e.engine.dim(),
+            vectors,
+        })
+    }
+
+    /// Chats with the active generation model, streaming text to `on_text`
+    /// (return `Break` to stop, for instance when the client went away).
+    pub fn chat(
+        &self,
+        app: &Mutex<Appliance>,
+        actor: &Actor,
+        messages: &[ChatMessage],
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Chat, Error> {
+        if messages.is_empty() {
+            return Err(appliance::Error::Invalid(
+                "messages is empty; send at least one user message".into(),
+            )
+            .into());
+        }
+        check_texts(messages.iter().map(|m| &m.content))?;
+        let _slot = self.slot()?;
+        self.with_generator(app, |model, g| {
+            lock(app).record_ai_use(
+                actor,
+                "ai.chat",
+                serde_json::json!({ "model": model.cid, "messages": messages.len() }),
+            )?;
+            let generation = g
+                .chat(messages, opts, on_text)
+                .map_err(|source| Error::Model {
+                    task: "generation",
+                    source,
+                })?;
+            Ok(Chat {
+                model: model.clone(),
+                generation,
+            })
+        })
+    }
+
+    /// Computes the vectors passages lack for the active embedding model;
+    /// returns how many it added (0 without an embedding model).
+    pub fn index_passages(&self, app: &Mutex<Appliance>) -> Result<usize, Error> {
+        let Some(e) = self.embedder(app)? else {
+            return Ok(0);
+        };
+        let mut added = 0;
+        loop {
+            let batch = lock(app).passages_to_embed(&e.model.cid, EMBED_BATCH)?;
+            if batch.is_empty() {
+                return Ok(added);
+            }
+            let texts: Vec<&str> = batch.iter().map(|p| p.text.as_str()).collect();
+            let vectors = e.engine.embed(&texts).map_err(|source| Error::Model {
+                task: "embedding",
+                source,
+            })?;
+            added += batch.len();
+            let pairs: Vec<_> = batch.into_iter().zip(vectors).collect();
+            lock(app).put_passage_vectors(&e.model.cid, &pairs)?;
+        }
+    }
+
+    /// Answers `question` from the spoke's documents: retrieves passages
+    /// (hybrid when an embedding model is installed, BM25 otherwise), gives
+    /// the best ones to the generation model with the instruction to cite
+    /// them, and returns the answer with its citations. Streams the answer
+    /// text to `on_text`.
+    pub fn ask(
+        &self,
+        app: &Mutex<Appliance>,
+        actor: &Actor,
+        question: &str,
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Answer, Error> {
+        check_texts([question])?;
+        let _slot = self.slot()?;
+        // Refuse early, before any work, when no model can answer.
+        let generation_active = Self::active(app, Task::Generation)?;
+        let generation_active = generation_active.ok_or_else(|| Self::missing(Task::Generation))?;
+        let embedder = self.embedder(app)?;
+        let query_vector = match &embedder {
+            Some(e) => {
+                self.index_passages(app)?;
+                let v = e.engine.embed(&[question]).map_err(|source| Error::Model {
+                    task: "embedding",
+                    source,
+                })?;
+                v.into_iter().next()
+            }
+            None => None,
+        };
+        let passages = {
+            let a = lock(app);
+            let q = embedder
+                .as_ref()
+                .zip(query_vector.as_deref())
+                .map(|(e, v)| (e.model.cid.as_str(), v));
+            a.retrieve(actor, question, q, ASK_PASSAGES)?
+        };
+        lock(app).record_ai_use(
+            actor,
+            "ai.ask",
+            serde_json::json!({
+                "question_sha256": digest(question),
+                "embedding_model": embedder.as_ref().map(|e| &e.model.cid),
+                "generation_model": generation_active.cid,
+                "passages": passages.iter().map(|p| format!("{}#{}", p.document, p.ord)).collect::<Vec<_>>(),
+            }),
+        )?;
+        let retrieval = if embedder.is_some() { "hybrid" } else { "bm25" };
+        let embedding_model = embedder.as_ref().map(|e| e.model.clone());
+        if passages.is_empty() {
+            let answer = "No document stored on this spoke matches the question, so there is \
+                          nothing to answer from. Upload the relevant documents and ask again."
+                .to_string();
+            let _ = on_text(&answer);
+            return Ok(Answer {
+                question: question.to_string(),
+                answer,
+                citations: Vec::new(),
+                retrieval,
+                embedding_model,
+                generation_model: None,
+                generation: None,
+            });
+        }
+        let messages = grounded_prompt(question, &passages);
+        let (model, generation) = self.with_generator(app, |model, g| {
+            let generation = g
+                .chat(&messages, opts, on_text)
+                .map_err(|source| Error::Model {
+                    task: "generation",
+                    source,
+                })?;
+            Ok((model.clone(), generation))
+        })?;
+        let citations = passages
+            .into_iter()
+            .enumerate()
+            .map(|(i, passage)| Citation {
+                n: i + 1,
+                cited: generation.text.contains(&format!("[{}]", i + 1)),
+                passage,
+            })
+            .collect();
+        Ok(Answer {
+            question: question.to_string(),
+            answer: generation.text.clone(),
+            citations,
+            retrieval,
+            embedding_model,
+            generation_model: Some(model),
+            generation: Some(generation),
+        })
+    }
+
+    /// What the gateway can do right now.
+    pub fn status(&self, app: &Mutex<Appliance>) -> Result<Status, Error> {
+        let a = lock(app);
+        let embedding = a.active_model(Task::Embedding)?;
+        let generation = a.active_model(Task::Generation)?;
+        let coverage = match &embedding {
+            Some(m) => a.store().vector_coverage(&m.cid)?,
+            None => a.store().vector_coverage("")?,
+        };
+        Ok(Status {
+            embedding: embedding.as_ref().map(ModelRef::from),
+            generation: generation.as_ref().map(ModelRef::from),
+            passages: coverage.passages,
+            embedded_passages: coverage.embedded,
+            requests_today: a.ai_requests_today()?,
+            daily_limit: a.store().licence()?.and_then(|t| t.max_ai_requests_per_day),
+            max_concurrent: self.max_concurrent,
+            tier_b: TIER_B,
+        })
+    }
+}
+
+fn unloadable(m: &InstalledModel, e: models::Error) -> Error {
+    Error::Unavailable(format!(
+        "the active {} model {} ({}) could not be loaded, so this AI feature is off \
+         (everything else works): {e}; re-import its bundle or activate another \
+         model with `spoke models activate`",
+        m.task.as_str(),
+        m.label(),
+        m.cid
+    ))
+}
+
+fn check_texts<'a>(texts: impl IntoIterator<Item = impl AsRef<str> + 'a>) -> Result<(), Error> {
+    let mut n = 0;
+    for t in texts {
+        n += 1;
+        let t = t.as_ref();
+        if t.trim().is_empty() {
+            return Err(
+                appliance::Error::Invalid("a text is empty; send some words".into()).into(),
+            );
+        }
+        if t.chars().count() > MAX_TEXT_CHARS {
+            return Err(appliance::Error::Invalid(format!(
+                "a text is longer than {MAX_TEXT_CHARS} characters; shorten or split it"
+            ))
+            .into());
+        }
+    }
+    if n > MAX_EMBED_TEXTS {
+        return Err(appliance::Error::Invalid(format!(
+            "{n} texts in one request; send at most {MAX_EMBED_TEXTS}"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The messages for a grounded answer: numbered sources, then the question.
+fn grounded_prompt(question: &str, passages: &[Retrieved]) -> Vec<ChatMessage> {
+    let mut sources = String::new();
+    for (i, p) in passages.iter().enumerate() {
+        sources.push_str(&format!("[{}] ({}) {}\n\n", i + 1, p.filename, p.text));
+    }
+    vec![
+        ChatMessage {
+            role: Role::System,
+            content: "You answer questions about the user's compliance documents. Use only \
+                      the numbered sources. Cite the sources you use like [1]. If the \
+                      sources do not contain the answer, say that you do not know."
+                .into(),
+        },
+        ChatMessage {
+            role: Role::User,
+            content: format!("Sources:\n\n{sources}Question: {question}"),
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_concurrency_limit_refuses_and_frees_its_slots() {
+        let g = Gateway::new(2);
+        let a = g.slot().unwrap();
+        let b = g.slot().unwrap();
+        let e = g.slot().err().unwrap();
+        assert_eq!(e.kind(), "busy");
+        drop(a);
+        let _c = g.slot().unwrap();
+        drop(b);
+        assert_eq!(g.running.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn texts_are_checked_before_any_model_runs() {
+        assert!(check_texts(["fine"]).is_ok());
+        assert_eq!(check_texts(["  "]).unwrap_err().kind(), "invalid");
+        let long = "a".repeat(MAX_TEXT_CHARS + 1);
+        assert_eq!(check_texts([long.as_str()]).unwrap_err().kind(), "invalid");
+        let many = vec!["x"; MAX_EMBED_TEXTS + 1];
+        assert_eq!(check_texts(many).unwrap_err().kind(), "invalid");
+    }
+
+    #[test]
+    fn the_prompt_numbers_sources_and_ends_with_the_question() {
+        let p = Retrieved {
+            document: "doc-1".into(),
+            filename: "serum-cpsr.txt".into(),
+            ord: 0,
+            start: 0,
+            end: 5,
+            text: "Phenoxyethanol 0.8 %".into(),
+            bm25_rank: Some(1),
+            vector_rank: None,
+            score: 0.1,
+        };
+        let m = grounded_prompt("How much phenoxyethanol?", &[p.clone(), p]);
+        assert_eq!(m[0].role, Role::System);
+        assert!(m[1]
+            .content
+            .contains("[1] (serum-cpsr.txt) Phenoxyethanol 0.8 %"));
+        assert!(m[1].content.contains("[2] "));
+        assert!(m[1].content.ends_with("Question: How much phenoxyethanol?"));
+    }
+}

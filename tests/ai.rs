@@ -1,0 +1,521 @@
+//! Tier A end to end: model bundles the hub builds (from tiny random-weight
+//! models written by `models::fixtures`, through the real loading code) are
+//! carried on a medium, verified, installed and activated by the spoke;
+//! embeddings, chat streamed as server-sent events, grounded answers citing
+//! passages, the MCP endpoint with a real MCP client, the plan's quota, and
+//! AI degrading alone when no model is installed. With
+//! `EUROCOMPLY_MODELS_DIR` set (ci/test.sh fetches the real weights), the
+//! real models answer too.
+
+mod common;
+
+use common::Env;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+
+/// Writes a model bundle source directory (`model.json` + weights).
+fn model_src(env: &Env, dir: &str, name: &str, version: &str, task: &str, seed: u64) -> String {
+    let d = env.path(dir);
+    std::fs::create_dir_all(&d).unwrap();
+    let format = if task == "embedding" {
+        models::fixtures::write_tiny_embedder(&d).unwrap();
+        "safetensors"
+    } else {
+        models::fixtures::write_tiny_generator(&d.join("tiny.gguf"), 4096, seed).unwrap();
+        "gguf"
+    };
+    std::fs::write(
+        d.join("model.json"),
+        json!({"name": name, "version": version, "task": task, "format": format,
+               "source": "tests: random weights", "description": "tiny test model"})
+        .to_string(),
+    )
+    .unwrap();
+    d.display().to_string()
+}
+
+/// Builds and publishes a model bundle; returns its CID.
+fn publish_model(env: &Env, src: &str, out: &str) -> String {
+    let built = env.hub(&["model", "build", src, "--out", &env.s(out)]).ok();
+    env.publish(&env.s(out), &[]);
+    built["cid"].as_str().unwrap().to_string()
+}
+
+/// The example packs and the two tiny models, published and carried to a
+/// spoke with the sample products and documents; returns (data dir, embedding
+/// CID, generation CID).
+fn ai_spoke(env: &Env) -> (String, String, String) {
+    env.publish_examples();
+    let e = model_src(env, "minilm-src", "tiny-minilm", "0.1.0", "embedding", 0);
+    let g = model_src(env, "smol-src", "tiny-smol", "0.1.0", "generation", 7);
+    let ecid = publish_model(env, &e, "minilm.bundle");
+    let gcid = publish_model(env, &g, "smol.bundle");
+    let d = env.stock_spoke("spoke");
+    (d, ecid, gcid)
+}
+
+fn models(env: &Env, d: &str) -> Vec<Value> {
+    env.spoke(&["models", "list", "--data", d])
+        .ok()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn ask(env: &Env, d: &str, question: &str) -> Value {
+    env.spoke(&["ai", "ask", "--data", d, "--max-tokens", "12", question])
+        .ok()
+}
+
+#[test]
+fn models_arrive_as_signed_bundles_and_answers_cite_the_right_document() {
+    let env = Env::new();
+    let (d, ecid, gcid) = ai_spoke(&env);
+
+    // A fresh install activates the first model for each task.
+    let ms = models(&env, &d);
+    assert_eq!(ms.len(), 2, "{ms:?}");
+    assert!(ms.iter().all(|m| m["active"] == true), "{ms:?}");
+
+    let a = ask(
+        &env,
+        &d,
+        "What is the salicylic acid limit in the Hydra Serum?",
+    );
+    assert_eq!(a["retrieval"], "hybrid");
+    assert_eq!(a["generation_model"]["cid"], gcid.as_str());
+    assert_eq!(a["embedding_model"]["cid"], ecid.as_str());
+    let cites = a["citations"].as_array().unwrap();
+    assert!(!cites.is_empty(), "{a}");
+    assert_eq!(cites[0]["filename"], "hydra-serum-cpsr.txt", "{a}");
+    assert_eq!(cites[0]["n"], 1);
+    // The cited passage is exactly the stated range of the document's text.
+    let text = std::fs::read_to_string(
+        common::root().join("bundles/examples/samples/hydra-serum-cpsr.txt"),
+    )
+    .unwrap();
+    let (start, end) = (
+        cites[0]["start"].as_u64().unwrap() as usize,
+        cites[0]["end"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(cites[0]["text"].as_str().unwrap(), &text[start..end]);
+    assert_eq!(a["generation"]["completion_tokens"], 12);
+    // Greedy decoding repeats exactly.
+    let again = ask(
+        &env,
+        &d,
+        "What is the salicylic acid limit in the Hydra Serum?",
+    );
+    assert_eq!(again["answer"], a["answer"]);
+
+    // Every passage got its vector; each request is in the audit log with
+    // the digests of the models behind it.
+    let st = env.spoke(&["ai", "status", "--data", &d]).ok();
+    assert!(st["passages"].as_u64().unwrap() >= 2, "{st}");
+    assert_eq!(st["embedded_passages"], st["passages"]);
+    assert_eq!(st["requests_today"], 2);
+    let audit = env.spoke(&["audit", "list", "--data", &d]).ok();
+    let asks: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "ai.ask")
+        .collect();
+    assert_eq!(asks.len(), 2);
+    let detail: Value = serde_json::from_str(asks[0]["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["generation_model"], gcid.as_str());
+    assert_eq!(detail["embedding_model"], ecid.as_str());
+    assert!(
+        !detail.to_string().contains("alicylic"),
+        "no question text in the log"
+    );
+    env.spoke(&["audit", "verify", "--data", &d]).ok();
+
+    // A new version is installed but not activated until an operator says so.
+    let g2 = model_src(&env, "smol2-src", "tiny-smol", "0.2.0", "generation", 8);
+    let g2cid = publish_model(&env, &g2, "smol2.bundle");
+    env.export("usb2", &[]);
+    env.import("spoke", "usb2").ok();
+    let active: Vec<String> = models(&env, &d)
+        .iter()
+        .filter(|m| m["active"] == true)
+        .map(|m| m["cid"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        active.contains(&gcid) && !active.contains(&g2cid),
+        "{active:?}"
+    );
+    let msg = env
+        .spoke(&["models", "activate", "--data", &d, "tiny-smol@9.9.9"])
+        .fails_with("not_found");
+    assert!(msg.contains("tiny-smol@0.2.0"), "{msg}");
+    let m = env
+        .spoke(&["models", "activate", "--data", &d, "tiny-smol@0.2.0"])
+        .ok();
+    assert_eq!(m["cid"], g2cid.as_str());
+    let b = ask(
+        &env,
+        &d,
+        "What is the salicylic acid limit in the Hydra Serum?",
+    );
+    assert_eq!(b["generation_model"]["cid"], g2cid.as_str());
+    assert_ne!(b["answer"], a["answer"], "other weights, other text");
+}
+
+#[test]
+fn without_a_model_only_ai_degrades_and_says_so() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    let msg = env
+        .spoke(&["ai", "ask", "--data", &d, "salicylic acid?"])
+        .fails_with("ai_unavailable");
+    assert!(msg.contains("import a signed model bundle"), "{msg}");
+    env.spoke(&["ai", "embed", "--data", &d, "hello"])
+        .fails_with("ai_unavailable");
+    // Everything else works.
+    let hits = env.spoke(&["search", "--data", &d, "salicylic"]).ok();
+    assert!(!hits.as_array().unwrap().is_empty());
+    let st = env.spoke(&["ai", "status", "--data", &d]).ok();
+    assert_eq!(st["generation"], Value::Null);
+    assert!(st["tier_b"].as_str().unwrap().starts_with("disabled"));
+
+    let (_child, url) = env.spoke_serve(&d, &[]);
+    let token = token(&env, &d, "viewer");
+    let (status, body) = call(
+        &url,
+        "POST",
+        "/api/v1/ai/ask",
+        &token,
+        Some(json!({"question": "limit?"})),
+    );
+    assert_eq!(
+        (status, body["error"]["kind"].as_str()),
+        (503, Some("ai_unavailable")),
+        "{body}"
+    );
+    let (status, _) = call(&url, "GET", "/api/v1/entities", &token, None);
+    assert_eq!(status, 200);
+}
+
+/// Creates a user with `role` and returns an API token for it.
+fn token(env: &Env, d: &str, role: &str) -> String {
+    env.spoke_stdin(
+        &["users", "add", "--data", d, "--name", role, "--role", role],
+        "a long enough password\n",
+    )
+    .ok();
+    env.spoke(&[
+        "users", "token", "--data", d, "--user", role, "--label", "t",
+    ])
+    .ok()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn call(url: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let (status, text) = call_text(url, method, path, token, body);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn call_text(
+    url: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, String) {
+    let req = ureq::request(method, &format!("{url}{path}"))
+        .set("authorization", &format!("Bearer {token}"));
+    let result = match body {
+        Some(b) => req
+            .set("content-type", "application/json")
+            .send_string(&b.to_string()),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    (resp.status(), resp.into_string().unwrap())
+}
+
+/// Parses a server-sent event stream into (event, data) pairs.
+fn events(text: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut name = String::new();
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(n) = line.strip_prefix("event:") {
+                name = n.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.trim_start());
+            }
+        }
+        if !name.is_empty() {
+            out.push((name, serde_json::from_str(&data).unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_api_embeds_streams_chat_answers_and_guards_model_switches() {
+    let env = Env::new();
+    let (d, ecid, gcid) = ai_spoke(&env);
+    let viewer = token(&env, &d, "viewer");
+    let (_child, url) = env.spoke_serve(&d, &[]);
+
+    let (status, e) = call(
+        &url,
+        "POST",
+        "/api/v1/ai/embed",
+        &viewer,
+        Some(json!({"texts": ["the cat", "the dog"]})),
+    );
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(e["model"]["cid"], ecid.as_str());
+    assert_eq!(e["vectors"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        e["vectors"][0].as_array().unwrap().len(),
+        e["dim"].as_u64().unwrap() as usize
+    );
+
+    let chat = json!({"messages": [{"role": "user", "content": "the cat"}], "max_tokens": 10, "temperature": 0.8, "seed": 3});
+    let (status, text) = call_text(&url, "POST", "/api/v1/ai/chat", &viewer, Some(chat.clone()));
+    assert_eq!(status, 200, "{text}");
+    let evs = events(&text);
+    let (last, done) = evs.last().unwrap();
+    assert_eq!(last, "done", "{text}");
+    let streamed: String = evs
+        .iter()
+        .filter(|(n, _)| n == "token")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, done["text"].as_str().unwrap());
+    assert_eq!(done["model"]["cid"], gcid.as_str());
+    assert_eq!(done["finish"], "length");
+    // The same seed samples the same text; another seed another.
+    let (_, again) = call_text(&url, "POST", "/api/v1/ai/chat", &viewer, Some(chat));
+    assert_eq!(events(&again).last().unwrap().1["text"], done["text"]);
+
+    let (status, a) = call(
+        &url,
+        "POST",
+        "/api/v1/ai/ask",
+        &viewer,
+        Some(json!({"question": "Mystery Balm fragrance supplier", "max_tokens": 8})),
+    );
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(
+        a["citations"][0]["filename"], "mystery-balm-cpsr.txt",
+        "{a}"
+    );
+
+    // Bad input is refused before any model runs.
+    for bad in [
+        json!({"question": "x", "max_tokens": 0}),
+        json!({"question": "x", "temperature": 9}),
+        json!({"question": "x", "colour": "red"}),
+        json!({"question": "   "}),
+    ] {
+        let (status, body) = call(&url, "POST", "/api/v1/ai/ask", &viewer, Some(bad.clone()));
+        assert_eq!(status, 400, "{bad} → {body}");
+    }
+    let (status, _) = call(
+        &url,
+        "POST",
+        "/api/v1/ai/chat",
+        &viewer,
+        Some(json!({"messages": []})),
+    );
+    assert_eq!(status, 400);
+
+    // Switching models is for administrators.
+    let (status, _) = call(
+        &url,
+        "PUT",
+        "/api/v1/models/active",
+        &viewer,
+        Some(json!({"model": "tiny-smol"})),
+    );
+    assert_eq!(status, 403);
+    let (status, ms) = call(&url, "GET", "/api/v1/models", &viewer, None);
+    assert_eq!((status, ms.as_array().unwrap().len()), (200, 2));
+}
+
+fn python_mcp_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import mcp.client.streamable_http"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok && std::env::var("EUROCOMPLY_SKIP_PYTHON_INTEROP").as_deref() != Ok("1") {
+        panic!("the MCP client is not importable: run `pip install mcp` (ci/test.sh does) or set EUROCOMPLY_SKIP_PYTHON_INTEROP=1");
+    }
+    ok
+}
+
+#[test]
+fn a_real_mcp_client_lists_tools_searches_asks_and_is_held_to_its_role() {
+    if !python_mcp_available() {
+        return;
+    }
+    let env = Env::new();
+    let (d, _, gcid) = ai_spoke(&env);
+    let viewer = token(&env, &d, "viewer");
+    let (_child, url) = env.spoke_serve(&d, &[]);
+    let script = common::root().join("tests/support/mcp_client.py");
+    let run = |token: &str| -> Value {
+        let out = Command::new("python3")
+            .arg(&script)
+            .args([&format!("{url}/mcp"), token])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let r = run(&viewer);
+    let mut tools: Vec<&str> = r["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    tools.sort();
+    assert_eq!(tools, ["ask", "evaluate", "get_entity", "search"]);
+    assert_eq!(r["search"]["is_error"], false, "{r}");
+    let hits: Value = serde_json::from_str(r["search"]["text"].as_str().unwrap()).unwrap();
+    assert!(
+        hits.as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["id"] == "hydra-serum"),
+        "{hits}"
+    );
+    let answer: Value = serde_json::from_str(r["ask"]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["generation_model"]["cid"], gcid.as_str());
+    // A viewer may read but not evaluate: the tool says so, like the API.
+    assert_eq!(r["evaluate"]["is_error"], true, "{r}");
+    assert!(
+        r["evaluate"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("forbidden"),
+        "{r}"
+    );
+
+    // Without a valid token the endpoint refuses before MCP starts.
+    let (status, body) = call(
+        &url,
+        "POST",
+        "/mcp",
+        "not-a-token",
+        Some(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})),
+    );
+    assert_eq!(status, 401, "{body}");
+}
+
+#[test]
+fn the_plans_daily_quota_is_enforced() {
+    let env = Env::new();
+    env.publish_examples();
+    let e = model_src(&env, "minilm-src", "tiny-minilm", "0.1.0", "embedding", 0);
+    publish_model(&env, &e, "minilm.bundle");
+    env.spoke_init("spoke");
+    let d = env.s("spoke");
+    let did = env.spoke(&["identity", "--data", &d]).ok()["did"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let yaml = std::fs::read_to_string(
+        common::root().join("bundles/examples/products/eurocomply-cosmetics.yaml"),
+    )
+    .unwrap()
+    .replace("max_ai_requests_per_day: 200", "max_ai_requests_per_day: 2");
+    let manifest = env.path("product.yaml");
+    std::fs::write(&manifest, yaml).unwrap();
+    env.product_publish(
+        &manifest.display().to_string(),
+        &env.s("product.bundle"),
+        &[
+            "--licence-for",
+            &did,
+            "--plan",
+            "starter",
+            "--expires",
+            "2099-12-31",
+        ],
+    );
+    env.export("usb", &[]);
+    env.import("spoke", "usb").ok();
+    for _ in 0..2 {
+        env.spoke(&["ai", "embed", "--data", &d, "the cat"]).ok();
+    }
+    let msg = env
+        .spoke(&["ai", "embed", "--data", &d, "the cat"])
+        .fails_with("quota");
+    assert!(msg.contains("2 AI requests"), "{msg}");
+    let st = env.spoke(&["ai", "status", "--data", &d]).ok();
+    assert_eq!(
+        (st["requests_today"].as_u64(), st["daily_limit"].as_u64()),
+        (Some(2), Some(2))
+    );
+}
+
+/// The real models, when ci/test.sh fetched them: a signed bundle of each,
+/// then a grounded answer over the sample documents and a chat answer.
+#[test]
+fn real_models_answer_from_the_sample_documents() {
+    let Ok(dir) = std::env::var("EUROCOMPLY_MODELS_DIR") else {
+        eprintln!(
+            "EUROCOMPLY_MODELS_DIR is not set: skipping the real-model test (ci/test.sh sets it)"
+        );
+        return;
+    };
+    let dir = Path::new(&dir);
+    let env = Env::new();
+    env.publish_examples();
+    publish_model(
+        &env,
+        &dir.join("all-minilm-l6-v2").display().to_string(),
+        "minilm.bundle",
+    );
+    publish_model(
+        &env,
+        &dir.join("smollm2-135m-instruct").display().to_string(),
+        "smol.bundle",
+    );
+    let d = env.stock_spoke("spoke");
+    let a = env
+        .spoke(&[
+            "ai",
+            "ask",
+            "--data",
+            &d,
+            "--max-tokens",
+            "48",
+            "Which preservatives does the Hydra Serum contain?",
+        ])
+        .ok();
+    assert_eq!(a["citations"][0]["filename"], "hydra-serum-cpsr.txt", "{a}");
+    assert!(!a["answer"].as_str().unwrap().trim().is_empty(), "{a}");
+    let c = env
+        .spoke(&[
+            "ai",
+            "chat",
+            "--data",
+            &d,
+            "--max-tokens",
+            "32",
+            "What is the capital of France?",
+        ])
+        .ok();
+    assert!(c["text"].as_str().unwrap().contains("Paris"), "{c}");
+}
