@@ -347,20 +347,9 @@ fn the_api_embeds_streams_chat_answers_and_guards_model_switches() {
     assert_eq!((status, ms.as_array().unwrap().len()), (200, 2));
 }
 
-fn python_mcp_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import mcp.client.streamable_http"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok && std::env::var("EUROCOMPLY_SKIP_PYTHON_INTEROP").as_deref() != Ok("1") {
-        panic!("the MCP client is not importable: run `pip install mcp` (ci/test.sh does) or set EUROCOMPLY_SKIP_PYTHON_INTEROP=1");
-    }
-    ok
-}
-
 #[test]
 fn a_real_mcp_client_lists_tools_searches_asks_and_is_held_to_its_role() {
-    if !python_mcp_available() {
+    if !common::python_has("mcp.client.streamable_http", "mcp") {
         return;
     }
     let env = Env::new();

@@ -12,17 +12,6 @@ fn serve(env: &Env, tls: &[&str]) -> (common::Child, String) {
     env.hub_serve(tls)
 }
 
-fn python_tuf_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import tuf.ngclient"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok && std::env::var("EUROCOMPLY_SKIP_PYTHON_INTEROP").as_deref() != Ok("1") {
-        panic!("python-tuf is not importable: run `pip install tuf` (ci/test.sh does) or set EUROCOMPLY_SKIP_PYTHON_INTEROP=1");
-    }
-    ok
-}
-
 fn fetch(env: &Env, base: &str, outdir: &str, extra: &[&str]) -> serde_json::Value {
     let list = env.hub(&["list", "--repo", &env.s("repo")]).ok();
     let target = list[0]["target"].as_str().unwrap().to_string();
@@ -76,7 +65,7 @@ fn repo_with_a_pack() -> Env {
 
 #[test]
 fn ngclient_downloads_a_target_over_http() {
-    if !python_tuf_available() {
+    if !common::python_has("tuf.ngclient", "tuf") {
         eprintln!("skipped: python-tuf not installed");
         return;
     }
@@ -88,7 +77,7 @@ fn ngclient_downloads_a_target_over_http() {
 
 #[test]
 fn ngclient_downloads_a_target_over_https() {
-    if !python_tuf_available() {
+    if !common::python_has("tuf.ngclient", "tuf") {
         eprintln!("skipped: python-tuf not installed");
         return;
     }

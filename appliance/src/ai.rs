@@ -6,6 +6,7 @@
 //! knows no model code and stores only what the models produce.
 
 use crate::auth::{Actor, Permission};
+use crate::licence::setting;
 use crate::service::Appliance;
 use crate::store::{tx_db, Audit, Class, Store};
 use crate::Error;
@@ -187,13 +188,6 @@ pub struct VectorCoverage {
     pub passages: u64,
     /// Passages with a vector for the model.
     pub embedded: u64,
-}
-
-fn setting(conn: &rusqlite::Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })
-    .optional()
 }
 
 fn encode(v: &[f32]) -> Vec<u8> {

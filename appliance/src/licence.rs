@@ -61,7 +61,8 @@ impl Terms {
     }
 }
 
-fn setting(conn: &rusqlite::Connection, key: &str) -> rusqlite::Result<Option<String>> {
+/// A settings row's value, if set.
+pub(crate) fn setting(conn: &rusqlite::Connection, key: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
         r.get(0)
     })

@@ -8,6 +8,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The repository root.
+/// Whether `python3` can import `module`; when it cannot, fails the test
+/// (CI installs it) unless EUROCOMPLY_SKIP_PYTHON_INTEROP=1 says to skip.
+pub fn python_has(module: &str, install: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok && std::env::var("EUROCOMPLY_SKIP_PYTHON_INTEROP").as_deref() != Ok("1") {
+        panic!("python3 cannot import {module}: run `pip install {install}` (ci/test.sh does) or set EUROCOMPLY_SKIP_PYTHON_INTEROP=1");
+    }
+    ok
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
