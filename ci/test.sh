@@ -13,6 +13,11 @@ fi
 "$venv/bin/python3" -c 'import tuf' 2>/dev/null || "$venv/bin/pip" install -q 'tuf>=5,<7'
 export PATH="$PWD/$venv/bin:$PATH"
 
+# Kernel, systemd-boot and OVMF for the appliance image and its qemu tests,
+# which must run here rather than skip.
+ci/fetch-image-inputs.sh
+export EUROCOMPLY_REQUIRE_QEMU=1
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo test --workspace --all-targets

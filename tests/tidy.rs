@@ -90,6 +90,26 @@ fn search_is_derived_and_the_api_only_speaks_http() {
 }
 
 #[test]
+fn the_image_builder_knows_no_appliance() {
+    // It builds disks from files; what runs on them is its callers' business.
+    forbid(
+        "image",
+        &[
+            "appliance",
+            "agent",
+            "api",
+            "spoke",
+            "hub",
+            "bundles",
+            "kernel",
+            "search",
+            "rusqlite",
+            "axum",
+        ],
+    );
+}
+
+#[test]
 fn every_library_states_its_job() {
     for lib in [
         "bundles",
@@ -100,6 +120,7 @@ fn every_library_states_its_job() {
         "appliance/kernel",
         "appliance/search",
         "appliance/spoke",
+        "image",
     ] {
         let text = std::fs::read_to_string(root().join(lib).join("src/lib.rs")).unwrap();
         assert!(

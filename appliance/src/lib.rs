@@ -26,7 +26,7 @@ mod store;
 
 pub use auth::{Actor, Permission, Role};
 pub use service::Appliance;
-pub use store::{InstalledBundle, Lifecycle, Store};
+pub use store::{InstalledBundle, Lifecycle, Store, SCHEMA_VERSION};
 
 use std::path::{Path, PathBuf};
 

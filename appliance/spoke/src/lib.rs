@@ -1,9 +1,12 @@
 //! The spoke's command line: wires the agent, the appliance stores and the
 //! spoke identity together. `main.rs` only parses arguments and calls [`run`].
 
+pub mod boot;
 pub mod cli;
 mod identity;
 mod intake;
+pub mod os;
+pub mod policy;
 mod report;
 mod work;
 
@@ -27,6 +30,9 @@ pub enum Error {
     /// From the API server.
     #[error(transparent)]
     Api(#[from] api::Error),
+    /// OS slots, pre-flight or update policy.
+    #[error("os: {0}")]
+    Os(String),
     /// Bad command-line input.
     #[error("{0}")]
     Usage(String),
@@ -41,6 +47,7 @@ impl Error {
             Error::Appliance(e) => e.kind(),
             Error::Api(_) => "serve",
             Error::Identity(_) => "identity",
+            Error::Os(_) => "os",
             Error::Usage(_) => "usage",
         }
     }
