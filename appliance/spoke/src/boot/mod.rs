@@ -310,7 +310,8 @@ fn os_update_written(last_reason: &mut String) -> bool {
             if v["installed"].is_object() {
                 log(format!(
                     "OS {} written to slot {}",
-                    v["installed"]["version"], v["installed"]["slot"]
+                    v["installed"]["version"].as_str().unwrap_or("?"),
+                    v["installed"]["slot"].as_str().unwrap_or("?")
                 ));
                 return true;
             }
