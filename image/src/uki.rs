@@ -55,6 +55,8 @@ pub struct UkiSpec {
     pub cmdline: String,
     /// Its os-release.
     pub os_release: OsRelease,
+    /// Time stamp written into the PE header.
+    pub epoch: u64,
 }
 
 const OSREL_VMA: u64 = 0x20000;
@@ -108,9 +110,27 @@ pub fn build_uki(spec: &UkiSpec, out: &Path) -> Result<u64> {
     }
     cmd.arg(&spec.stub).arg(&tmp_out);
     tool::run(cmd)?;
-    let bytes = std::fs::read(&tmp_out).map_err(Error::io("read", &tmp_out))?;
+    let mut bytes = std::fs::read(&tmp_out).map_err(Error::io("read", &tmp_out))?;
+    pin_pe_header(&mut bytes, spec.epoch)
+        .ok_or_else(|| Error::invalid(out.display().to_string(), "objcopy wrote no PE header"))?;
     crate::atomic_write(out, &bytes)?;
     Ok(bytes.len() as u64)
+}
+
+/// objcopy stamps PE output with the current time (and a checksum over it):
+/// set the COFF `TimeDateStamp` to the build epoch and clear the optional
+/// header's `CheckSum` (firmware does not check it), so builds repeat.
+fn pin_pe_header(pe: &mut [u8], epoch: u64) -> Option<()> {
+    let lfanew = u32::from_le_bytes(pe.get(0x3c..0x40)?.try_into().ok()?) as usize;
+    if pe.get(lfanew..lfanew + 4)? != b"PE\0\0" {
+        return None;
+    }
+    let coff = lfanew + 4;
+    pe.get_mut(coff + 4..coff + 8)?
+        .copy_from_slice(&(epoch as u32).to_le_bytes());
+    let opt = coff + 20;
+    pe.get_mut(opt + 64..opt + 68)?.copy_from_slice(&[0; 4]);
+    Some(())
 }
 
 /// `SizeOfImage` from a PE32+ optional header: where the stub's own sections end.

@@ -224,6 +224,7 @@ pub fn build_uki(args: &UkiArgs, out: &Path, progress: &dyn Progress) -> Result<
             initramfs,
             cmdline: args.cmdline.clone(),
             os_release: os,
+            epoch,
         },
         out,
     )?;
