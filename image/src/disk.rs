@@ -122,14 +122,19 @@ pub fn build_disk(spec: &DiskSpec, out: &Path) -> Result<DiskReport> {
     mke2fs
         .args(["-q", "-F", "-L", DATA_PART_NAME, "-U", DATA_FS_UUID, "-E"])
         .arg(format!("hash_seed={DATA_FS_UUID},root_owner=0:0"));
+    let mut seeded = Vec::new();
     if let Some(seed) = &spec.seed {
         let copy = w.join("data");
         copy_tree(seed, &copy)?;
         set_times(&copy, spec.epoch)?;
         mke2fs.arg("-d").arg(&copy);
+        seeded = relative_paths(&copy, Path::new("/"))?;
     }
     mke2fs.arg(&data_img).arg(format!("{}M", spec.data_mib));
     tool::run(mke2fs)?;
+    if !seeded.is_empty() {
+        pin_ext4_times(&data_img, &seeded, spec.epoch, w)?;
+    }
 
     // The partition table on a sparse file, then the file systems into place.
     let esp_start = MIB;
@@ -277,6 +282,64 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `mkfs.ext4 -d` copies each file's change time (which cannot be set on
+/// the copy) and sub-second parts: set every time of the seeded inodes to
+/// the epoch with `debugfs`, so the data partition repeats byte for byte.
+fn pin_ext4_times(img: &Path, paths: &[String], epoch: u64, work: &Path) -> Result<()> {
+    let mut script = String::new();
+    for p in std::iter::once("/").chain(paths.iter().map(String::as_str)) {
+        if p.contains('"') || p.contains('\n') {
+            return Err(Error::invalid(
+                p,
+                "file names on the data partition cannot contain quotes or newlines",
+            ));
+        }
+        for field in ["atime", "mtime", "ctime", "crtime"] {
+            script.push_str(&format!("set_inode_field \"{p}\" {field} @{epoch}\n"));
+            script.push_str(&format!("set_inode_field \"{p}\" {field}_extra 0\n"));
+        }
+    }
+    let cmds = work.join("debugfs.txt");
+    write_file(&cmds, script.as_bytes())?;
+    let mut cmd = tool::reproducible("debugfs", epoch);
+    cmd.arg("-w").arg("-f").arg(&cmds).arg(img);
+    let out = cmd.output().map_err(|e| Error::Tool {
+        tool: "debugfs".into(),
+        detail: format!("cannot start it: {e}"),
+    })?;
+    // debugfs exits 0 even when a command fails; its errors go to stderr.
+    let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.starts_with("debugfs "))
+        .map(str::to_string)
+        .collect();
+    if !out.status.success() || !errors.is_empty() {
+        return Err(Error::Tool {
+            tool: "debugfs".into(),
+            detail: errors.join("; "),
+        });
+    }
+    Ok(())
+}
+
+/// Every path under `dir`, as absolute paths inside the file system rooted at `root`.
+fn relative_paths(dir: &Path, root: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(Error::io("read directory", dir))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(Error::io("read directory", dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let inside = root.join(e.file_name());
+        out.push(inside.to_string_lossy().into_owned());
+        if e.path().is_dir() {
+            out.extend(relative_paths(&e.path(), &inside)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Sets the access and modification times of a whole tree (children first).
