@@ -260,7 +260,7 @@ fn supervise(started: Started, set: &nix::sys::signal::SigSet) -> ! {
         tick += 1;
         media.scan(Path::new(MEDIA_DIR));
         reap(started.api_pid, &mut api_running);
-        if tick % 10 == 0 && os_update_written(&mut last_reason) {
+        if tick.is_multiple_of(10) && os_update_written(&mut last_reason) {
             media.unmount_all();
             let api = api_running.then_some(started.api_pid);
             log("rebooting into the new OS");
