@@ -12,10 +12,19 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
+# The appliance image (hub image build) and its qemu tests.
+command -v sfdisk >/dev/null 2>&1 || need_apt+=(fdisk)
+command -v mkfs.vfat >/dev/null 2>&1 || need_apt+=(dosfstools)
+command -v mcopy >/dev/null 2>&1 || need_apt+=(mtools)
+command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v depmod >/dev/null 2>&1 || need_apt+=(kmod)
+command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
+command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -19,6 +19,11 @@ export PATH="$PWD/$venv/bin:$PATH"
 bash ci/fetch-models.sh .cache/models
 export EUROCOMPLY_MODELS_DIR="$PWD/.cache/models/src"
 
+# Kernel, systemd-boot and OVMF for the appliance image and its qemu tests,
+# which must run here rather than skip.
+ci/fetch-image-inputs.sh
+export EUROCOMPLY_REQUIRE_QEMU=1
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo test --workspace --all-targets

@@ -110,6 +110,26 @@ fn model_code_stays_out_of_the_stores_and_the_stores_out_of_model_code() {
 }
 
 #[test]
+fn the_image_builder_knows_no_appliance() {
+    // It builds disks from files; what runs on them is its callers' business.
+    forbid(
+        "image",
+        &[
+            "appliance",
+            "agent",
+            "api",
+            "spoke",
+            "hub",
+            "bundles",
+            "kernel",
+            "search",
+            "rusqlite",
+            "axum",
+        ],
+    );
+}
+
+#[test]
 fn every_library_states_its_job() {
     for lib in [
         "bundles",
@@ -122,6 +142,7 @@ fn every_library_states_its_job() {
         "appliance/spoke",
         "appliance/gateway",
         "models",
+        "image",
     ] {
         let text = std::fs::read_to_string(root().join(lib).join("src/lib.rs")).unwrap();
         assert!(

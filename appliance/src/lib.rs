@@ -28,8 +28,8 @@ mod service;
 mod store;
 
 pub use auth::{Actor, Permission, Role};
-pub use service::Appliance;
-pub use store::{InstalledBundle, Lifecycle, Store};
+pub use service::{Appliance, Health};
+pub use store::{InstalledBundle, Lifecycle, Store, SCHEMA_VERSION};
 
 use std::path::{Path, PathBuf};
 

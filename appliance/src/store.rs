@@ -9,6 +9,10 @@ use rusqlite_migration::{Migrations, M};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// The schema version this build creates and opens (the number of
+/// migrations); an OS update's pre-flight compares it with the data partition's.
+pub const SCHEMA_VERSION: usize = 6;
+
 /// Schema history; append only, never edit a released migration.
 fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -282,6 +286,17 @@ impl Store {
         })
     }
 
+    /// The schema version of the open database (SQLite `user_version`).
+    pub fn schema_version(&self) -> Result<usize, Error> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            .map(|v| v as usize)
+            .map_err(|source| Error::Db {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
     /// The connection, for reads.
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
@@ -540,6 +555,13 @@ fn generation_in(conn: &Connection) -> rusqlite::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_version_counts_the_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    }
 
     #[test]
     fn migrations_are_valid() {

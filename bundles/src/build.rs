@@ -316,11 +316,16 @@ pub fn build_product(
 pub fn build_os(
     uki: &Path,
     version: &semver::Version,
+    meta: serde_json::Map<String, serde_json::Value>,
     out: &Path,
     opts: &BuildOptions,
 ) -> Result<BuiltBundle> {
     let data = std::fs::read(uki).map_err(Error::io("read UKI", uki))?;
-    let manifest = serde_json::json!({ "uki": "uki.efi", "os_version": version.to_string() });
+    let mut manifest = serde_json::json!({ "uki": "uki.efi", "os_version": version.to_string() });
+    // Signed with the index: what the OS can run and how spokes roll it out.
+    for (k, v) in meta {
+        manifest[k] = v;
+    }
     let files = vec![InputFile {
         rel: "uki.efi".into(),
         mode: 0o644,

@@ -77,6 +77,11 @@ pub enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// OS slots and updates: A/B slots on the ESP with automatic fallback.
+    Os {
+        #[command(subcommand)]
+        command: OsCommand,
+    },
     /// Inspect or check the audit log.
     Audit {
         #[command(subcommand)]
@@ -538,6 +543,79 @@ pub enum UsersCommand {
     },
 }
 
+/// `spoke os …`.
+#[derive(Debug, Subcommand)]
+pub enum OsCommand {
+    /// Show both slots: version, boot counter, which booted and which boots next.
+    Status {
+        /// Where the EFI system partition is mounted.
+        #[arg(long, default_value = crate::boot::ESP_MOUNT)]
+        esp: PathBuf,
+    },
+    /// Pre-flight an installed OS bundle, then write it into the inactive
+    /// slot with 3 tries; the next boot runs it and blesses it once healthy,
+    /// or systemd-boot falls back to the current slot.
+    Install {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where the EFI system partition is mounted.
+        #[arg(long, default_value = crate::boot::ESP_MOUNT)]
+        esp: PathBuf,
+        /// OS version to install (default: the newest installed OS bundle).
+        #[arg(long)]
+        version: Option<semver::Version>,
+        /// The running slot (default: the one systemd-boot reports it booted).
+        #[arg(long)]
+        active: Option<char>,
+    },
+    /// Make the other slot boot next (marks the next slot as failed).
+    Rollback {
+        /// Where the EFI system partition is mounted.
+        #[arg(long, default_value = crate::boot::ESP_MOUNT)]
+        esp: PathBuf,
+    },
+    /// Show or change the OS update policy (channel, pin, maintenance window).
+    Policy {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Which releases to take.
+        #[arg(long)]
+        channel: Option<crate::policy::Channel>,
+        /// The version a pinned spoke takes (with --channel pinned).
+        #[arg(long)]
+        pin: Option<semver::Version>,
+        /// Weekly window: "DAY HH:MM HOURS TIMEZONE", e.g. "sunday 03:00 2 Europe/Berlin".
+        #[arg(long, conflicts_with = "no_window")]
+        window: Option<String>,
+        /// Apply updates at any time.
+        #[arg(long)]
+        no_window: bool,
+    },
+    /// Apply the newest installed OS bundle the policy allows now, if it is
+    /// newer than the running OS and has not failed before (run by PID 1).
+    Auto {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where the EFI system partition is mounted.
+        #[arg(long, default_value = crate::boot::ESP_MOUNT)]
+        esp: PathBuf,
+    },
+    /// Print what this OS build can run: kernel VM and database schema versions.
+    Capabilities,
+    /// Check this OS's health on a data directory (stores open and migrated,
+    /// integrity, audit chain, search index, packs run on this kernel VM);
+    /// PID 1 runs it before it blesses a new boot entry. Exits non-zero when
+    /// a check fails.
+    Check {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
 /// `spoke audit …`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -683,6 +761,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     .join("\n")
             })
         }
+        Command::Os { command } => os_command(json, command),
         Command::Audit {
             command: AuditCommand::Verify { data },
         } => {
@@ -898,6 +977,169 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 }
             }))?;
             Ok(())
+        }
+    }
+}
+
+fn os_command(json: bool, command: OsCommand) -> Result<(), Error> {
+    match command {
+        OsCommand::Status { esp } => {
+            let st = crate::os::status(&esp)?;
+            out(json, &st, |st| {
+                st.iter()
+                    .map(|s| {
+                        format!(
+                            "slot {} {:<8} {}{}{}{}  ({})",
+                            s.slot.slot,
+                            s.version.as_deref().unwrap_or("?"),
+                            match (s.blessed, s.failed, s.slot.tries_left) {
+                                (true, _, _) => "blessed".to_string(),
+                                (_, true, _) => "failed".to_string(),
+                                (_, _, Some(n)) => format!("{n} tries left"),
+                                _ => String::new(),
+                            },
+                            if s.booted { ", booted" } else { "" },
+                            if s.next { ", boots next" } else { "" },
+                            "",
+                            s.slot.file
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        OsCommand::Install {
+            data,
+            esp,
+            version,
+            active,
+        } => {
+            let active = match active {
+                Some(c @ ('a' | 'b')) => c,
+                Some(c) => return Err(Error::Usage(format!("--active {c}: a slot is a or b"))),
+                None => crate::boot::slots::booted_entry()
+                    .and_then(|e| crate::boot::slots::slot_of_entry(&e))
+                    .ok_or_else(|| {
+                        Error::Usage(
+                            "systemd-boot did not report the running slot; pass --active a|b"
+                                .into(),
+                        )
+                    })?,
+            };
+            let running = crate::os::running_version();
+            let done = crate::os::install(
+                &DataDir::new(&data),
+                &esp,
+                version.as_ref(),
+                active,
+                running.as_ref(),
+            )?;
+            out(json, &done, |d| {
+                format!(
+                    "OS {} written to slot {} as {}; it boots next (3 tries, then back to slot {active})",
+                    d.version, d.slot, d.file
+                )
+            })
+        }
+        OsCommand::Rollback { esp } => {
+            let (from, to) = crate::os::rollback(&esp)?;
+            out(
+                json,
+                &serde_json::json!({ "failed": from, "next": to }),
+                |_| {
+                    format!(
+                        "slot {} marked failed; slot {} boots next",
+                        from.slot, to.slot
+                    )
+                },
+            )
+        }
+        OsCommand::Policy {
+            data,
+            channel,
+            pin,
+            window,
+            no_window,
+        } => {
+            let d = DataDir::new(&data);
+            d.check_initialised()?;
+            let mut p = crate::policy::Policy::load(&d)?;
+            let changed = channel.is_some() || pin.is_some() || window.is_some() || no_window;
+            if let Some(c) = channel {
+                p.channel = c;
+            }
+            if pin.is_some() {
+                p.pinned_version = pin;
+            }
+            if no_window {
+                p.maintenance_window = None;
+            }
+            if let Some(w) = window {
+                p.maintenance_window = Some(crate::policy::Window::parse(&w)?);
+            }
+            if changed {
+                p.save(&d)?;
+            }
+            out(json, &p, |p| {
+                format!(
+                    "channel {:?}{}; {}",
+                    p.channel,
+                    p.pinned_version
+                        .as_ref()
+                        .map(|v| format!(" (pinned to {v})"))
+                        .unwrap_or_default(),
+                    p.maintenance_window
+                        .as_ref()
+                        .map(|w| format!(
+                            "maintenance window {} {} for {} h ({})",
+                            w.day, w.start, w.hours, w.timezone
+                        ))
+                        .unwrap_or_else(|| "no maintenance window".into())
+                )
+            })
+        }
+        OsCommand::Auto { data, esp } => {
+            let r = crate::os::auto(&DataDir::new(&data), &esp, jiff::Timestamp::now())?;
+            out(json, &r, |r| match &r.installed {
+                Some(i) => format!(
+                    "OS {} written to slot {}; reboot to run it",
+                    i.version, i.slot
+                ),
+                None => format!("nothing to apply: {}", r.reason),
+            })
+        }
+        OsCommand::Check { data } => {
+            let h = crate::os::check(&open(&data)?);
+            out(json, &h, |h| {
+                h.checks
+                    .iter()
+                    .map(|(name, ok, detail)| {
+                        format!(
+                            "{:<13} {}  {detail}",
+                            name,
+                            if *ok { "ok" } else { "FAILED" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+            if h.ok {
+                Ok(())
+            } else {
+                Err(Error::Os(
+                    "the health check failed (see above); this OS must not be blessed on this data directory"
+                        .into(),
+                ))
+            }
+        }
+        OsCommand::Capabilities => {
+            let c = crate::os::Capabilities::current();
+            out(json, &c, |c| {
+                format!(
+                    "kernel VM {}, database schema {}",
+                    c.vm_version, c.schema_version
+                )
+            })
         }
     }
 }

@@ -3,11 +3,14 @@
 
 mod ai;
 pub mod backup;
+pub mod boot;
 pub mod cli;
 mod decommission;
 mod durable;
 pub mod identity;
 mod intake;
+pub mod os;
+pub mod policy;
 mod report;
 pub mod restore;
 mod work;
@@ -35,6 +38,9 @@ pub enum Error {
     /// From the API server.
     #[error(transparent)]
     Api(#[from] api::Error),
+    /// OS slots, pre-flight or update policy.
+    #[error("os: {0}")]
+    Os(String),
     /// Bad command-line input.
     #[error("{0}")]
     Usage(String),
@@ -57,6 +63,7 @@ impl Error {
             Error::Ai(e) => e.kind(),
             Error::Api(_) => "serve",
             Error::Identity(_) => "identity",
+            Error::Os(_) => "os",
             Error::Usage(_) => "usage",
             Error::Backup(_) => "backup",
             Error::Conflict(_) => "conflict",

@@ -3,6 +3,10 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // On the appliance image the kernel starts this binary as /init.
+    if std::process::id() == 1 {
+        spoke::boot::pid1();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SPOKE_LOG")

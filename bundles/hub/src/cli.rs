@@ -51,6 +51,8 @@ impl ExpiryArgs {
 }
 
 /// Hub subcommands.
+// Parsed once per run; the image command's many options make it the largest.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new signed repository and its keys.
@@ -84,6 +86,11 @@ pub enum Command {
     Product {
         #[command(subcommand)]
         command: ProductCommand,
+    },
+    /// Build the bootable appliance image and its unified kernel images.
+    Image {
+        #[command(subcommand)]
+        command: crate::image::ImageCommand,
     },
     /// Build OS bundles.
     Os {
@@ -227,14 +234,22 @@ pub enum ProductCommand {
 /// `hub os build`.
 #[derive(Debug, Subcommand)]
 pub enum OsCommand {
-    /// Build an OS bundle from a unified kernel image.
+    /// Build an OS bundle from a unified kernel image (made by `hub image uki`,
+    /// whose os-release states the kernel VM and schema versions it carries).
     Build {
         /// The UKI file.
         #[arg(long)]
         uki: PathBuf,
-        /// OS version.
+        /// OS version (must match the UKI's os-release).
         #[arg(long)]
         version: semver::Version,
+        /// Rollout channel: spokes on `stable` take only stable releases,
+        /// spokes on `canary` take both.
+        #[arg(long, value_parser = ["stable", "canary"], default_value = "stable")]
+        channel: String,
+        /// `critical` is applied outside the spokes' maintenance windows.
+        #[arg(long, value_parser = ["normal", "critical"], default_value = "normal")]
+        urgency: String,
         /// Bundle file to write.
         #[arg(long)]
         out: PathBuf,
@@ -380,15 +395,73 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             )?;
             out(json, &b, built_line)
         }
+        Command::Image { command } => match command {
+            crate::image::ImageCommand::Uki { out: file, uki } => {
+                let v = crate::image::uki(&uki, &file)?;
+                out(json, &v, |v| {
+                    format!("built UKI {} ({} bytes)", file.display(), v["bytes"])
+                })
+            }
+            crate::image::ImageCommand::Build {
+                out: file,
+                qcow2,
+                uki,
+                os_bundle,
+                trust,
+                repo: r,
+                product,
+                model,
+                esp_mib,
+                data_mib,
+                uki_args,
+            } => {
+                let wanted = product.into_iter().chain(model).collect();
+                let slot_a = match (uki, os_bundle) {
+                    (Some(u), _) => crate::image::SlotA::Uki(u),
+                    (None, Some(b)) => crate::image::SlotA::OsBundle(b),
+                    (None, None) => crate::image::SlotA::Build,
+                };
+                let b = crate::image::build(
+                    &file,
+                    qcow2,
+                    slot_a,
+                    &trust,
+                    r.as_deref(),
+                    wanted,
+                    esp_mib,
+                    data_mib,
+                    &uki_args,
+                )?;
+                out(json, &b, |b| {
+                    format!(
+                        "built {} ({} MiB, {} MiB allocated), slot A OS {}\nsha256 {}",
+                        b.disk.file.display(),
+                        b.disk.bytes >> 20,
+                        b.disk.allocated_bytes >> 20,
+                        b.os_version,
+                        b.disk.sha256
+                    )
+                })
+            }
+        },
         Command::Os {
             command:
                 OsCommand::Build {
                     uki,
                     version,
+                    channel,
+                    urgency,
                     out: file,
                 },
         } => {
-            let b = build::build_os(&uki, &version, &file, &BuildOptions::from_env(&builder())?)?;
+            let meta = crate::image::os_bundle_meta(&uki, &version, &channel, &urgency)?;
+            let b = build::build_os(
+                &uki,
+                &version,
+                meta,
+                &file,
+                &BuildOptions::from_env(&builder())?,
+            )?;
             out(json, &b, built_line)
         }
         Command::Publish {

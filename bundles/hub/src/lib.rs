@@ -5,6 +5,7 @@
 //! or is pulled by spokes over plain HTTPS GETs.
 
 pub mod cli;
+pub mod image;
 mod serve;
 
 pub use cli::{run, Cli};
@@ -15,6 +16,9 @@ pub enum Error {
     /// A bundle, repository or medium operation failed.
     #[error(transparent)]
     Bundles(#[from] bundles::Error),
+    /// Building the appliance image failed.
+    #[error(transparent)]
+    Image(#[from] ::image::Error),
     /// Serving failed.
     #[error("serve: {0}")]
     Serve(String),
@@ -28,6 +32,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Bundles(e) => e.kind(),
+            Error::Image(e) => e.kind(),
             Error::Serve(_) => "serve",
             Error::Usage(_) => "usage",
         }
