@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The schema version this build creates and opens (the number of
-/// migrations); an OS update's pre-flight compares it with the data partition's.
+/// migrations); an OS update's pre-flight compares it with the data
+/// partition's. A database one version ahead (written by the next OS before
+/// a fallback) is opened without migrating: every migration must leave the
+/// previous build able to read and write the database.
 pub const SCHEMA_VERSION: usize = 6;
 
 /// Schema history; append only, never edit a released migration.
@@ -274,12 +277,33 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
-        migrations()
-            .to_latest(&mut conn)
-            .map_err(|e| Error::Migration {
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db)?;
+        let found = usize::try_from(found).unwrap_or(usize::MAX);
+        if found == SCHEMA_VERSION + 1 {
+            // A fallback after an OS update that migrated this database:
+            // migrations are additive for one version, so this build reads it as is.
+            tracing::warn!(
+                "{} has schema {found}, one ahead of this build's {SCHEMA_VERSION} (an OS fallback); opened without migrating",
+                path.display()
+            );
+        } else if found > SCHEMA_VERSION {
+            return Err(Error::Migration {
                 path: path.to_owned(),
-                message: e.to_string(),
-            })?;
+                message: format!(
+                    "the database has schema {found}, this build reads up to {}; run the OS that wrote it (or a newer one)",
+                    SCHEMA_VERSION + 1
+                ),
+            });
+        } else {
+            migrations()
+                .to_latest(&mut conn)
+                .map_err(|e| Error::Migration {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
+        }
         Ok(Store {
             conn,
             path: path.to_owned(),
@@ -561,6 +585,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_database_one_schema_ahead_opens_and_two_ahead_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(Store::open(&path).unwrap());
+        let bump = |v: usize| {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", v as i64).unwrap();
+        };
+        bump(SCHEMA_VERSION + 1);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION + 1);
+        drop(s);
+        bump(SCHEMA_VERSION + 2);
+        let e = Store::open(&path).err().unwrap().to_string();
+        assert!(
+            e.contains(&format!("reads up to {}", SCHEMA_VERSION + 1)),
+            "{e}"
+        );
     }
 
     #[test]

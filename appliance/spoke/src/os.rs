@@ -126,6 +126,15 @@ fn preflight(
             caps.schema_version
         ));
     }
+    // The running OS must still read the database if the new one falls back
+    // after migrating it: one schema version ahead at most.
+    if caps.schema_version > schema + 1 {
+        return Err(format!(
+            "OS {version} would migrate this data partition from schema {schema} to {}, and a fallback could not read it; install an OS with schema {} first",
+            caps.schema_version,
+            schema + 1
+        ));
+    }
     Ok(())
 }
 
@@ -386,6 +395,60 @@ mod tests {
             booted: false,
             next: false,
         }
+    }
+
+    fn bundle(
+        kind: &str,
+        name: &str,
+        version: &str,
+        manifest: serde_json::Value,
+    ) -> InstalledBundle {
+        InstalledBundle {
+            cid: format!("sha256:{kind}{name}{version}"),
+            kind: kind.into(),
+            name: name.into(),
+            version: version.into(),
+            target: format!("{kind}/{name}/{version}.json"),
+            manifest,
+            installed_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn os(version: &str, vm: &str, schema: usize) -> InstalledBundle {
+        bundle(
+            "os",
+            "eurocomply-os",
+            version,
+            serde_json::json!({ "capabilities": { "vm_version": vm, "schema_version": schema } }),
+        )
+    }
+
+    #[test]
+    fn preflight_checks_version_packs_and_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let pack = bundle(
+            "pack",
+            "@eu/rules",
+            "1.0.0",
+            serde_json::json!({ "handler_vm_version": "^1.2" }),
+        );
+        store
+            .record_bundles(&[pack], &[], &appliance::Actor::cli())
+            .unwrap();
+        let schema = appliance::SCHEMA_VERSION;
+        let running = semver::Version::new(1, 0, 0);
+        assert_eq!(
+            preflight(&store, &os("2.0.0", "1.3.0", schema + 1), Some(&running)),
+            Ok(())
+        );
+        let refused = |b: InstalledBundle| preflight(&store, &b, Some(&running)).unwrap_err();
+        assert!(refused(os("1.0.0", "1.3.0", schema)).contains("not newer"));
+        assert!(
+            refused(os("2.0.0", "2.0.0", schema)).contains("@eu/rules 1.0.0 needs kernel VM ^1.2")
+        );
+        assert!(refused(os("2.0.0", "1.3.0", schema - 1)).contains("opens database schema up to"));
+        assert!(refused(os("2.0.0", "1.3.0", schema + 2)).contains("a fallback could not read it"));
     }
 
     #[test]
