@@ -73,6 +73,11 @@ impl ObjectStore {
         Ok(bytes)
     }
 
+    /// Whether an object is present (its content not read).
+    pub(crate) fn present(&self, digest: &str) -> bool {
+        self.path(digest).is_ok_and(|p| p.is_file())
+    }
+
     /// Whether an object is present and intact.
     pub(crate) fn check(&self, digest: &str) -> bool {
         self.get(digest).is_ok()

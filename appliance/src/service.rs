@@ -9,6 +9,7 @@ use crate::entities::{Entity, EntityInput, EntityKind, Relationship};
 use crate::objects::ObjectStore;
 use crate::store::{now, Audit, Class, Store};
 use crate::{DataDir, Error, Lifecycle};
+use std::collections::HashSet;
 use std::time::Instant;
 
 /// The spoke's stores and compliance core behind one handle.
@@ -371,22 +372,10 @@ impl Appliance {
     }
 
     /// Store checks for `/health/deep`: database integrity, audit chain,
-    /// index in step, every document's object present and intact.
+    /// every document's object present and intact, index in step.
     pub fn deep_health(&self) -> Health {
         let start = Instant::now();
-        let mut checks = Vec::new();
-        let integrity: Result<String, _> =
-            self.store
-                .conn()
-                .query_row("PRAGMA quick_check", [], |r| r.get(0));
-        checks.push(match integrity {
-            Ok(s) => ("database".into(), s == "ok", s),
-            Err(e) => ("database".into(), false, e.to_string()),
-        });
-        checks.push(match self.store.audit_verify() {
-            Ok(v) => ("audit_chain".into(), true, format!("{} entries", v.entries)),
-            Err(e) => ("audit_chain".into(), false, e.to_string()),
-        });
+        let mut checks = store_checks(&self.store, &self.objects, &HashSet::new());
         let generation = self.store.generation().ok();
         checks.push((
             "search_index".into(),
@@ -397,31 +386,78 @@ impl Appliance {
                 generation
             ),
         ));
-        checks.push(match self.store.documents(None) {
-            Ok(docs) => {
-                let bad: Vec<String> = docs
-                    .iter()
-                    .filter(|d| !self.objects.check(&d.sha256))
-                    .map(|d| d.id.clone())
-                    .collect();
-                (
-                    "objects".into(),
-                    bad.is_empty(),
-                    if bad.is_empty() {
-                        format!("{} documents intact", docs.len())
-                    } else {
-                        format!("missing or corrupt: {}", bad.join(", "))
-                    },
-                )
-            }
-            Err(e) => ("objects".into(), false, e.to_string()),
-        });
+        Health::of(checks, start)
+    }
+}
+
+impl Health {
+    fn of(checks: Vec<(String, bool, String)>, start: Instant) -> Health {
         Health {
             ok: checks.iter().all(|c| c.1),
             checks,
             millis: start.elapsed().as_millis() as u64,
         }
     }
+
+    /// The checks of [`Appliance::deep_health`] that need no search index,
+    /// for a data directory not opened yet (a restore checks what it wrote
+    /// and leaves the derived indexes to be rebuilt at the first start).
+    /// Objects whose digest is in `verified` were just hashed by the caller
+    /// and are only checked to be present.
+    pub fn of_stores(dir: &DataDir, verified: &HashSet<String>) -> Result<Health, Error> {
+        let start = Instant::now();
+        dir.check_initialised()?;
+        let store = Store::open(&dir.database())?;
+        let checks = store_checks(&store, &ObjectStore::new(dir.objects()), verified);
+        Ok(Health::of(checks, start))
+    }
+}
+
+/// Database integrity, audit chain, every document's object present and
+/// intact (re-hashed unless its digest is in `verified`).
+fn store_checks(
+    store: &Store,
+    objects: &ObjectStore,
+    verified: &HashSet<String>,
+) -> Vec<(String, bool, String)> {
+    let mut checks = Vec::new();
+    let integrity: Result<String, _> = store
+        .conn()
+        .query_row("PRAGMA quick_check", [], |r| r.get(0));
+    checks.push(match integrity {
+        Ok(s) => ("database".into(), s == "ok", s),
+        Err(e) => ("database".into(), false, e.to_string()),
+    });
+    checks.push(match store.audit_verify() {
+        Ok(v) => ("audit_chain".into(), true, format!("{} entries", v.entries)),
+        Err(e) => ("audit_chain".into(), false, e.to_string()),
+    });
+    checks.push(match store.documents(None) {
+        Ok(docs) => {
+            let bad: Vec<String> = docs
+                .iter()
+                .filter(|d| {
+                    if verified.contains(&d.sha256) {
+                        !objects.present(&d.sha256)
+                    } else {
+                        !objects.check(&d.sha256)
+                    }
+                })
+                .map(|d| d.id.clone())
+                .collect();
+            (
+                "objects".into(),
+                bad.is_empty(),
+                if bad.is_empty() {
+                    format!("{} documents intact", docs.len())
+                } else {
+                    format!("missing or corrupt: {}", bad.join(", "))
+                },
+            )
+        }
+        Err(e) => ("objects".into(), false, e.to_string()),
+    });
+    checks
 }
 
 /// `Ok(None)` for a row that is gone.

@@ -37,9 +37,23 @@ pub fn cut(data: &[u8]) -> Vec<(usize, usize)> {
 
 /// Cuts `data` and compresses every piece on the thread pool; the result is in data order.
 pub fn seal_all(data: &[u8]) -> Result<Vec<SealedChunk>> {
+    seal_pieces(data, &cut(data))
+}
+
+/// Cuts `data` into pieces of `size` bytes (the last may be shorter), for
+/// files that change in place at fixed offsets, such as database pages.
+pub fn cut_fixed(data: &[u8], size: usize) -> Vec<(usize, usize)> {
+    let size = size.max(1);
+    (0..data.len())
+        .step_by(size)
+        .map(|o| (o, size.min(data.len() - o)))
+        .collect()
+}
+
+/// Compresses the pieces `cuts` of `data` on the thread pool; the result is in data order.
+pub fn seal_pieces(data: &[u8], cuts: &[(usize, usize)]) -> Result<Vec<SealedChunk>> {
     use rayon::prelude::*;
-    cut(data)
-        .par_iter()
+    cuts.par_iter()
         .map(|&(o, l)| seal(&data[o..o + l]))
         .collect()
 }

@@ -38,8 +38,8 @@ const WINDOW: usize = 64 << 20;
 /// Largest manifest read.
 const MAX_MANIFEST: u64 = 256 << 20;
 /// Areas of the data directory never backed up: the database is copied
-/// through SQLite, staging is scratch, the search index is derived.
-const SKIP: [&str; 3] = ["db", "staging", "store/search"];
+/// through SQLite, staging is scratch, the search indexes are derived.
+const SKIP: [&str; 4] = ["db", "staging", "store/search", "store/passages"];
 
 /// One file of a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,6 +383,25 @@ fn backup_name(existing: &[String]) -> String {
     name
 }
 
+/// The fixed chunk size for a file that starts like a SQLite database
+/// (`first` holds its first bytes): its page size, so that an edit in place
+/// changes only the chunks of the pages it touched, where content-defined
+/// chunks of ~64 KiB would change around every scattered edit. None for any
+/// other file.
+fn database_chunk(first: &[u8]) -> Option<usize> {
+    let header = first.get(..18)?;
+    if &header[..16] != b"SQLite format 3\0" {
+        return None;
+    }
+    // Page size at offset 16, big-endian; 1 means 65536.
+    let page = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65536,
+        p if p.is_power_of_two() && p >= 512 => usize::from(p),
+        _ => return None,
+    };
+    Some(page)
+}
+
 /// Chunks, encrypts and stores one file; returns its entry.
 fn store_file(
     out: &BackupDir,
@@ -405,6 +424,7 @@ fn store_file(
     let mut size = 0u64;
     let mut refs = Vec::new();
     let mut window = Vec::with_capacity(WINDOW.min(1 << 20));
+    let mut piece = None;
     loop {
         window.clear();
         (&mut f)
@@ -414,9 +434,15 @@ fn store_file(
         if window.is_empty() {
             break;
         }
+        if size == 0 {
+            piece = database_chunk(&window);
+        }
         hasher.update(&window);
         size += window.len() as u64;
-        let sealed = chunks::seal_all(&window)?;
+        let sealed = match piece {
+            Some(n) => chunks::seal_pieces(&window, &chunks::cut_fixed(&window, n))?,
+            None => chunks::seal_all(&window)?,
+        };
         let written: Vec<u64> = sealed
             .par_iter()
             .map(|c| {
@@ -676,6 +702,22 @@ mod tests {
         assert!(!valid_name(".hidden"));
         let later = backup_name(&["99990101T000000.000Z".to_string()]);
         assert!(later.as_str() > "99990101T000000.000Z", "{later}");
+    }
+
+    #[test]
+    fn databases_are_cut_at_page_multiples() {
+        let header = |page: u16| {
+            let mut h = b"SQLite format 3\0".to_vec();
+            h.extend_from_slice(&page.to_be_bytes());
+            h
+        };
+        assert_eq!(database_chunk(&header(4096)), Some(4096));
+        assert_eq!(database_chunk(&header(1)), Some(65536));
+        assert_eq!(database_chunk(&header(3000)), None);
+        assert_eq!(database_chunk(b"SQLite format 3\0"), None);
+        assert_eq!(database_chunk(b"%PDF-1.7 and more bytes"), None);
+        let cuts = chunks::cut_fixed(&[0u8; 10 << 10], 4096);
+        assert_eq!(cuts, [(0, 4096), (4096, 4096), (8192, 2048)]);
     }
 
     #[test]
