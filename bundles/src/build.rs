@@ -7,7 +7,7 @@
 
 use crate::chunks;
 use crate::error::{Error, Result};
-use crate::index::{cid_of, sha256_hex, BundleIndex, BundleKind, Entry, Provenance, INDEX_FORMAT};
+use crate::index::{cid_of, BundleIndex, BundleKind, Entry, Provenance, INDEX_FORMAT};
 use crate::manifest::{ModelManifest, PackManifest, ProductManifest};
 use crate::Progress;
 use serde::{Deserialize, Serialize};
@@ -409,17 +409,18 @@ fn build_files(
     let mut source = Sha256::new();
     for input in inputs {
         let f = input?;
-        // The file digest runs beside the (parallel) compression.
-        let (sealed, file_sha) = rayon::join(|| chunks::seal_all(&f.data), || sha256_hex(&f.data));
-        let sealed = sealed?;
-        source.update(format!("{} {:o} {}\n", f.rel, f.mode, file_sha));
-        let mut refs = Vec::with_capacity(sealed.len());
-        for s in sealed {
-            if written.insert(s.r#ref.id.clone()) {
-                append(&mut tar, &format!("chunks/{}.zst", s.r#ref.id), &s.bytes)?;
+        // Cutting, hashing and writing run beside the (parallel) compression.
+        let mut refs = Vec::new();
+        let file_sha = chunks::seal_stream(&f.data, |sealed| {
+            for s in sealed {
+                if written.insert(s.r#ref.id.clone()) {
+                    append(&mut tar, &format!("chunks/{}.zst", s.r#ref.id), &s.bytes)?;
+                }
+                refs.push(s.r#ref);
             }
-            refs.push(s.r#ref);
-        }
+            Ok(())
+        })?;
+        source.update(format!("{} {:o} {}\n", f.rel, f.mode, file_sha));
         progress.inc(f.data.len() as u64);
         entries.push(Entry {
             path: f.rel,

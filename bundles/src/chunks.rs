@@ -40,6 +40,54 @@ pub fn seal_all(data: &[u8]) -> Result<Vec<SealedChunk>> {
     seal_pieces(data, &cut(data))
 }
 
+/// Chunks cut, compressed and handed on together by [`seal_stream`].
+const STREAM_BATCH: usize = 64;
+
+/// Cuts `data` (content-defined, as [`cut`]) and compresses the chunks on the
+/// thread pool, handing them to `sink` in data order a batch at a time;
+/// cutting and hashing the next batch and the sink's work on the previous one
+/// run beside the compression of the current one. Returns the SHA-256 (hex)
+/// of `data`.
+pub fn seal_stream(
+    data: &[u8],
+    mut sink: impl FnMut(Vec<SealedChunk>) -> Result<()> + Send,
+) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut cuts = fastcdc::v2020::FastCDC::new(data, CDC_MIN, CDC_AVG, CDC_MAX);
+    let mut hasher = Sha256::new();
+    let mut next_batch = || -> Vec<(usize, usize)> {
+        let batch: Vec<(usize, usize)> = cuts
+            .by_ref()
+            .take(STREAM_BATCH)
+            .map(|c| (c.offset, c.length))
+            .collect();
+        for &(o, l) in &batch {
+            hasher.update(&data[o..o + l]);
+        }
+        batch
+    };
+    let mut batch = next_batch();
+    let mut sealed: Option<Vec<SealedChunk>> = None;
+    while !batch.is_empty() {
+        let ready = sealed.take();
+        let (now, next) = rayon::join(
+            || seal_pieces(data, &batch),
+            || -> Result<Vec<(usize, usize)>> {
+                if let Some(r) = ready {
+                    sink(r)?;
+                }
+                Ok(next_batch())
+            },
+        );
+        sealed = Some(now?);
+        batch = next?;
+    }
+    if let Some(r) = sealed {
+        sink(r)?;
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// Cuts `data` into pieces of `size` bytes (the last may be shorter), for
 /// files that change in place at fixed offsets, such as database pages.
 pub fn cut_fixed(data: &[u8], size: usize) -> Vec<(usize, usize)> {
@@ -287,6 +335,37 @@ mod tests {
                 .kind(),
             "truncated"
         );
+    }
+
+    #[test]
+    fn streaming_cuts_and_seals_exactly_like_the_whole_file_at_once() {
+        // Pseudo-random bytes (xorshift), enough for many batches of chunks.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..(STREAM_BATCH * 3 + 7) * CDC_AVG as usize)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 7) as u8
+            })
+            .collect();
+        let whole: Vec<ChunkRef> = seal_all(&data)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.r#ref)
+            .collect();
+        let mut streamed = Vec::new();
+        let mut batches = 0;
+        let sha = seal_stream(&data, |b| {
+            batches += 1;
+            streamed.extend(b.into_iter().map(|c| c.r#ref));
+            Ok(())
+        })
+        .unwrap();
+        assert!(batches > 2, "{batches} batches");
+        assert_eq!(streamed, whole);
+        assert_eq!(sha, sha256_hex(&data));
+        assert_eq!(seal_stream(&[], |_| Ok(())).unwrap(), sha256_hex(&[]));
     }
 
     #[test]
