@@ -241,13 +241,15 @@ side carries them). Baseline in the same run: `cp -a` of the data directory then
 and `zstd -d | tar -x` (restore), each followed by `sync`; no encryption and no verification. Incremental: \
 bytes the next backup writes after 1% growth (1% more entities and documents), and after editing 1% of the \
 entities in place, vs the full backup ({fw:.0} MiB written, {fc} chunks). Machine: {m}. \
-`cargo run --release -p spoke --bin backup-bench -- --docs-mib {docs_mib}`.\n\n\
+`cargo run {profile}-p spoke --bin backup-bench -- --docs-mib {docs_mib}` ({profile_name} profile).\n\n\
 | metric | ours | baseline | ratio | target | met |\n|---|---|---|---|---|---|\n\
 | backup throughput | {ob:.0} MiB/s | {bb:.0} MiB/s | {rb:.2}x | >= 0.7x | {mb} |\n\
 | restore throughput | {or:.0} MiB/s | {br:.0} MiB/s | {rr:.2}x | >= 0.7x | {mr} |\n\
 | incremental after 1% growth | {g:.1} MiB | {fwm:.0} MiB | {gp:.2}% | <= 3% | {mg} |\n\
 | incremental after editing 1% of entities | {e:.1} MiB | {fwm:.0} MiB | {ep:.2}% | <= 3% | {me} |",
         total = mib(size),
+        profile = if cfg!(debug_assertions) { "" } else { "--release " },
+        profile_name = if cfg!(debug_assertions) { "dev" } else { "release" },
         files = full.files,
         bz = mib(base_size),
         fw = mib(full_written),
