@@ -4,9 +4,11 @@
 //! permission for the caller's role, and answered with security headers;
 //! errors are JSON with a stable `kind` and a message that says what to do.
 //! All work is done by the appliance library; this crate only speaks HTTP.
+//! The web console at `/` is served from files compiled in (`console`).
 #![deny(missing_docs)]
 
 mod ai;
+mod console;
 mod handlers;
 mod mcp;
 mod metrics;
@@ -270,16 +272,25 @@ async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -
     response
 }
 
+/// The API's headers on every response; the console's own files keep
+/// their (same-origin only) Content-Security-Policy, everything else
+/// gets one that allows nothing.
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    let console = h
+        .get(header::CONTENT_SECURITY_POLICY)
+        .map(HeaderValue::as_bytes)
+        == Some(console::CSP.as_bytes());
+    if !console {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     for (name, value) in [
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
-        (
-            "content-security-policy",
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
         ("referrer-policy", "no-referrer"),
         ("cache-control", "no-store"),
         ("strict-transport-security", "max-age=31536000"),
@@ -305,6 +316,7 @@ pub fn router(appliance: Appliance, config: &Config) -> axum::Router {
     handlers::routes(max_upload)
         .nest_service("/mcp", mcp::service(state.clone()))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .merge(console::routes())
         .fallback(|req: Request| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
