@@ -87,22 +87,7 @@ const PASSWORD: &str = "a long enough passphrase";
 /// A sample spoke with one user per role; returns the data dir.
 fn spoke_with_users(env: &Env) -> String {
     let d = env.sample_spoke("spoke");
-    for role in ROLES {
-        env.spoke_stdin(
-            &[
-                "users",
-                "add",
-                "--data",
-                &d,
-                "--name",
-                role.as_str(),
-                "--role",
-                role.as_str(),
-            ],
-            &format!("{PASSWORD}\n"),
-        )
-        .ok();
-    }
+    env.add_role_users(&d, PASSWORD);
     d
 }
 

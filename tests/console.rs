@@ -1,0 +1,137 @@
+//! The web console in a real browser: a spoke with the example packs, the
+//! tiny Tier A models, the sample products and one user per role, plus a
+//! pending pack change that alters a verdict, served by the real `spoke
+//! serve`; then `tests/console/console.test.mjs` drives Debian's chromium
+//! through Playwright (sign in, add a product, upload a document, evaluate
+//! and open the trace, search, ask and open a citation, a viewer who cannot
+//! approve, approving the change, audit verify, users), checks the
+//! console's Content-Security-Policy and runs axe-core on every page.
+//! Screenshots of each page land in `target/console-screenshots/`.
+
+mod common;
+
+use common::{ai_spoke, annexes_upgrade, root, ship, Env};
+use std::path::PathBuf;
+use std::process::Command;
+
+const PASSWORD: &str = "a long enough passphrase";
+
+const INSTALL: &str = "run `apt-get install chromium chromium-driver nodejs npm` and \
+     `npm ci --prefix tests/console` (ci/test.sh does both)";
+
+/// Whether node, the pinned npm packages and Debian's chromium are there;
+/// when they are not, fails the test with what to install (CI installs
+/// them) unless EUROCOMPLY_SKIP_BROWSER_TESTS=1 says to skip.
+fn browser_ready() -> bool {
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let modules = root().join("tests/console/node_modules");
+    let missing: Vec<&str> = [
+        (!node).then_some("node"),
+        (!chromium().is_file()).then_some("chromium"),
+        (!modules.join("playwright-core/package.json").is_file()).then_some("playwright-core"),
+        (!modules.join("axe-core/axe.min.js").is_file()).then_some("axe-core"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("EUROCOMPLY_SKIP_BROWSER_TESTS").as_deref() != Ok("1") {
+        panic!(
+            "the browser test needs {}: {INSTALL}, or set EUROCOMPLY_SKIP_BROWSER_TESTS=1",
+            missing.join(", ")
+        );
+    }
+    false
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+#[test]
+fn the_console_works_in_a_real_browser_for_each_role() {
+    if !browser_ready() {
+        return;
+    }
+    let env = Env::new();
+    let (d, _, _) = ai_spoke(&env);
+    env.add_role_users(&d, PASSWORD);
+    env.spoke(&["eval", "--data", &d, "--all"]).ok();
+    // A new annexes release that turns the Hydra Serum from pass to fail
+    // waits for a person to approve it.
+    let src = annexes_upgrade(
+        &env,
+        "2026.2.0",
+        &[("Butylphenyl methylpropional (Lilial)", "80-54-6")],
+    );
+    let pending = ship(&env, &d, &src, "annexes-2026.2.0.bundle");
+    assert_eq!(pending["change"]["status"], "pending");
+    let change = pending["change"]["id"].as_str().unwrap().to_string();
+
+    let upload = env.path("toner-cpsr.txt");
+    std::fs::write(
+        &upload,
+        "Cosmetic product safety report for the Console Toner. The toner is a \
+         rinse-off product; its preservative is sodium benzoate at 0.5 percent.",
+    )
+    .unwrap();
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("console-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+
+    let (_server, url) = env.spoke_serve(&d, &["--rate-limit", "0"]);
+    let out = Command::new("node")
+        .arg(root().join("tests/console/console.test.mjs"))
+        .env("CONSOLE_URL", &url)
+        .env("CONSOLE_PASSWORD", PASSWORD)
+        .env("CONSOLE_UPLOAD", &upload)
+        .env("CONSOLE_CHANGE", &change)
+        .env("CONSOLE_SCREENSHOTS", &shots)
+        .env("CHROMIUM", chromium())
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{log}");
+    assert!(out.status.success(), "the browser test failed:\n{log}");
+
+    // What the browser did is what the spoke recorded: the change applied by
+    // the regulatory manager (never by the viewer), the product and the
+    // document stored, the screenshots written.
+    let changes = env.spoke(&["changes", "show", "--data", &d, &change]).ok();
+    assert_eq!(changes["status"], "applied", "{changes}");
+    assert_eq!(changes["decided_by"], "regulatory_manager");
+    let toner = env
+        .spoke(&["entity", "show", "--data", &d, "console-toner"])
+        .ok();
+    assert_eq!(toner["entity"]["name"], "Console Toner");
+    assert_eq!(toner["documents"][0]["filename"], "toner-cpsr.txt");
+    assert_eq!(toner["latest_evaluation"]["actor"], "regulatory_manager");
+    env.spoke(&["audit", "verify", "--data", &d]).ok();
+    for page in [
+        "sign-in",
+        "overview",
+        "products",
+        "trace",
+        "documents",
+        "ask",
+    ] {
+        assert!(
+            shots.join(format!("{page}.png")).is_file(),
+            "no screenshot of {page}"
+        );
+    }
+}
