@@ -523,3 +523,89 @@ fn headers_health_metrics_openapi_and_rate_limit() {
     assert_eq!(statuses[0], 200);
     assert!(statuses.contains(&429), "{statuses:?}");
 }
+
+#[test]
+fn media_are_verified_and_previewed_before_an_administrator_installs_them() {
+    let env = Env::new();
+    let d = spoke_with_users(&env);
+    let src = common::annexes_upgrade(&env, "2026.2.0", &[("Lilial", "80-54-6")]);
+    env.build_publish(&src, "annexes.bundle", &[]);
+    env.export("media/update", &["--only", "@data/eu-cosmetics-annexes"]);
+    env.export("media/tampered", &["--only", "@data/eu-cosmetics-annexes"]);
+    let ts = env.path("media/tampered/metadata/timestamp.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&ts).unwrap()).unwrap();
+    v["signed"]["expires"] = json!("2099-01-01T00:00:00Z");
+    std::fs::write(&ts, v.to_string()).unwrap();
+    let media = env.s("media");
+    let s = serve(&env, &d, &["--rate-limit", "0", "--media", &media]);
+    let admin = login(&s, "admin");
+    let packs_before = env.packs("spoke");
+
+    let listed = get(&s, "/api/v1/media", &admin);
+    let ids: Vec<&str> = listed.body["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["tampered", "update"]);
+
+    // Preview verifies and lists, and installs nothing.
+    let p = call(
+        &s,
+        "POST",
+        "/api/v1/media/update/preview",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(p.status, 200, "{:?}", p.body);
+    let new: Vec<&Value> = p.body["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["on_medium"] == true && b["already_installed"] == false)
+        .collect();
+    assert_eq!(new.len(), 1, "{:?}", p.body);
+    assert_eq!(new[0]["version"], "2026.2.0");
+    assert_eq!(env.packs("spoke"), packs_before);
+
+    // A tampered medium is refused at preview and at install, naming why.
+    for action in ["preview", "install"] {
+        let r = call(
+            &s,
+            "POST",
+            &format!("/api/v1/media/tampered/{action}"),
+            Some(&admin),
+            None,
+        );
+        assert_eq!((r.status, r.kind()), (422, "bad_signature"), "{:?}", r.body);
+    }
+    // Only names the listing shows are media: no paths.
+    for name in ["..", "%2E%2E%2Fmedia%2Fupdate", "missing"] {
+        let r = call(
+            &s,
+            "POST",
+            &format!("/api/v1/media/{name}/install"),
+            Some(&admin),
+            None,
+        );
+        assert_eq!(r.status, 404, "{name}: {:?}", r.body);
+    }
+    assert_eq!(env.packs("spoke"), packs_before);
+
+    // Installing records the bundle and proposes the change for approval.
+    let r = call(
+        &s,
+        "POST",
+        "/api/v1/media/update/install",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["installed"][0]["version"], "2026.2.0");
+    assert_eq!(r.body["change"]["status"], "pending");
+    let progress = get(&s, "/api/v1/media/progress", &admin);
+    assert_eq!(progress.body["running"], false);
+    assert_eq!(progress.body["done"], progress.body["total"]);
+    assert!(env.packs("spoke").iter().any(|(_, v, _)| v == "2026.2.0"));
+}

@@ -11,9 +11,12 @@ mod ai;
 mod console;
 mod handlers;
 mod mcp;
+mod media;
 mod metrics;
 pub mod routes;
 pub mod tls;
+
+pub use media::{Media, MediaError};
 
 use appliance::{Actor, Appliance};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -45,7 +48,7 @@ pub enum Error {
 }
 
 /// How `spoke serve` listens.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Address to bind (port 0 picks a free one).
     pub addr: SocketAddr,
@@ -55,6 +58,8 @@ pub struct Config {
     pub rate_limit: u32,
     /// Most AI requests running at once (further ones answer 429).
     pub ai_concurrency: usize,
+    /// Media the console may inspect and install (`spoke serve --media`).
+    pub media: Option<Arc<dyn Media>>,
 }
 
 /// A request error: HTTP status, stable kind, actionable message.
@@ -86,6 +91,12 @@ fn status_for(kind: &str) -> StatusCode {
         "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "unsupported_media" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unreadable" | "kernel" => StatusCode::UNPROCESSABLE_ENTITY,
+        // A medium the spoke refuses (bundles::Error kinds): the request
+        // was fine, what it names is not acceptable.
+        "bad_signature" | "unknown_key" | "threshold_not_met" | "rollback" | "mix_and_match"
+        | "expired" | "digest_mismatch" | "truncated" | "decompression_bomb" | "path_traversal"
+        | "absolute_path" | "link" | "device_node" | "duplicate_path" | "unknown_format"
+        | "metadata" | "not_for_this_spoke" => StatusCode::UNPROCESSABLE_ENTITY,
         "quota" | "busy" => StatusCode::TOO_MANY_REQUESTS,
         "ai_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -168,6 +179,7 @@ pub struct AppState {
     gateway: Arc<gateway::Gateway>,
     metrics: Arc<metrics::Metrics>,
     limiter: Arc<Limiter>,
+    media: Option<Arc<dyn Media>>,
 }
 
 impl AppState {
@@ -312,6 +324,7 @@ pub fn router(appliance: Appliance, config: &Config) -> axum::Router {
             rate: f64::from(rate_limit),
             buckets: Mutex::new(HashMap::new()),
         }),
+        media: config.media.clone(),
     };
     handlers::routes(max_upload)
         .nest_service("/mcp", mcp::service(state.clone()))

@@ -264,6 +264,30 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "GET",
+        "/api/v1/media",
+        Some(Admin),
+        "Media in the media directory (`spoke serve --media DIR`)",
+    ),
+    r(
+        "GET",
+        "/api/v1/media/progress",
+        Some(Admin),
+        "Progress of the running (or last) media install",
+    ),
+    r(
+        "POST",
+        "/api/v1/media/{id}/preview",
+        Some(Admin),
+        "Verify a medium's signatures and list what it holds; installs nothing",
+    ),
+    r(
+        "POST",
+        "/api/v1/media/{id}/install",
+        Some(Admin),
+        "Verify and install a medium; returns what was installed and the pack change proposed",
+    ),
+    r(
+        "GET",
         "/api/v1/ai/status",
         Some(Read),
         "Tier A: active models (with digests), passage vectors, today's AI requests and the plan's limit",

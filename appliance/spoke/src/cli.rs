@@ -303,6 +303,11 @@ pub enum Command {
         /// Seconds between looks at the watched directory.
         #[arg(long, default_value_t = 5)]
         watch_every: u64,
+        /// Where removable media are mounted, for the console's Import page:
+        /// media there are verified, previewed and installed when an
+        /// administrator asks (unlike --watch, which imports at once).
+        #[arg(long)]
+        media: Option<PathBuf>,
         /// Pull from this hub URL on a schedule (pull-only; the hub never connects here).
         #[arg(long)]
         sync_from: Option<String>,
@@ -842,6 +847,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             max_upload,
             watch,
             watch_every,
+            media,
             sync_from,
             sync_ca,
             sync_every,
@@ -884,11 +890,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             };
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(|e| Error::Usage(format!("start the async runtime: {e}")))?;
+            let media = media.map(|dir| {
+                std::sync::Arc::new(intake::MediaDir::new(a.dir().clone(), dir))
+                    as std::sync::Arc<dyn api::Media>
+            });
             let config = api::Config {
                 addr,
                 tls,
                 rate_limit,
                 ai_concurrency,
+                media,
             };
             runtime.block_on(api::serve(a, config, |url| {
                 if json {
@@ -909,8 +920,7 @@ fn import_out(
     change: Option<&Change>,
     sync: Option<&agent::sync::SyncReport>,
 ) -> Result<(), Error> {
-    let mut value = serde_json::to_value(report).map_err(|e| Error::Usage(e.to_string()))?;
-    value["change"] = serde_json::to_value(change).unwrap_or_default();
+    let mut value = intake::import_json(report, change);
     let mut lines: Vec<String> = report
         .installed
         .iter()
