@@ -1,16 +1,17 @@
 //! The web console in a real browser: a spoke with the example packs, the
-//! tiny Tier A models, the sample products and one user per role, plus a
-//! pending pack change that alters a verdict, served by the real `spoke
-//! serve`; then `tests/console/console.test.mjs` drives Debian's chromium
-//! through Playwright (sign in, add a product, upload a document, evaluate
-//! and open the trace, search, ask and open a citation, a viewer who cannot
-//! approve, approving the change, audit verify, users), checks the
+//! tiny Tier A models, the sample products and one user per role, and a
+//! medium carrying a pack update that alters a verdict, served by the real
+//! `spoke serve --media`; then `tests/console/console.test.mjs` drives Debian's chromium
+//! through Playwright (an administrator previews and installs a medium,
+//! then sign in, add a product, upload a document, evaluate and open the
+//! trace, search, ask and open a citation, a viewer who cannot approve,
+//! approving the change, audit verify, users, legal hold), checks the
 //! console's Content-Security-Policy and runs axe-core on every page.
 //! Screenshots of each page land in `target/console-screenshots/`.
 
 mod common;
 
-use common::{ai_spoke, annexes_upgrade, root, ship, Env};
+use common::{ai_spoke, annexes_upgrade, root, Env};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -64,16 +65,18 @@ fn the_console_works_in_a_real_browser_for_each_role() {
     let (d, _, _) = ai_spoke(&env);
     env.add_role_users(&d, PASSWORD);
     env.spoke(&["eval", "--data", &d, "--all"]).ok();
-    // A new annexes release that turns the Hydra Serum from pass to fail
-    // waits for a person to approve it.
+    // A new annexes release that turns the Hydra Serum from pass to fail,
+    // on a medium in the media directory, for an administrator to import.
     let src = annexes_upgrade(
         &env,
         "2026.2.0",
         &[("Butylphenyl methylpropional (Lilial)", "80-54-6")],
     );
-    let pending = ship(&env, &d, &src, "annexes-2026.2.0.bundle");
-    assert_eq!(pending["change"]["status"], "pending");
-    let change = pending["change"]["id"].as_str().unwrap().to_string();
+    env.build_publish(&src, "annexes-2026.2.0.bundle", &[]);
+    env.export(
+        "media/annexes-2026.2.0",
+        &["--only", "@data/eu-cosmetics-annexes"],
+    );
 
     let upload = env.path("toner-cpsr.txt");
     std::fs::write(
@@ -89,13 +92,13 @@ fn the_console_works_in_a_real_browser_for_each_role() {
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();
 
-    let (_server, url) = env.spoke_serve(&d, &["--rate-limit", "0"]);
+    let media = env.s("media");
+    let (_server, url) = env.spoke_serve(&d, &["--rate-limit", "0", "--media", &media]);
     let out = Command::new("node")
         .arg(root().join("tests/console/console.test.mjs"))
         .env("CONSOLE_URL", &url)
         .env("CONSOLE_PASSWORD", PASSWORD)
         .env("CONSOLE_UPLOAD", &upload)
-        .env("CONSOLE_CHANGE", &change)
         .env("CONSOLE_SCREENSHOTS", &shots)
         .env("CHROMIUM", chromium())
         .output()
@@ -108,12 +111,16 @@ fn the_console_works_in_a_real_browser_for_each_role() {
     println!("{log}");
     assert!(out.status.success(), "the browser test failed:\n{log}");
 
-    // What the browser did is what the spoke recorded: the change applied by
-    // the regulatory manager (never by the viewer), the product and the
-    // document stored, the screenshots written.
-    let changes = env.spoke(&["changes", "show", "--data", &d, &change]).ok();
-    assert_eq!(changes["status"], "applied", "{changes}");
-    assert_eq!(changes["decided_by"], "regulatory_manager");
+    // What the browser did is what the spoke recorded: the medium installed,
+    // its change applied by the regulatory manager (never by the viewer),
+    // the product and the document stored, the screenshots written.
+    let packs = env.packs("spoke");
+    assert!(packs.iter().any(|(_, v, _)| v == "2026.2.0"), "{packs:?}");
+    let changes = env.spoke(&["changes", "list", "--data", &d]).ok();
+    let newest = &changes[0];
+    assert_eq!(newest["mode"], "approval", "{changes}");
+    assert_eq!(newest["status"], "applied");
+    assert_eq!(newest["decided_by"], "regulatory_manager");
     let toner = env
         .spoke(&["entity", "show", "--data", &d, "console-toner"])
         .ok();

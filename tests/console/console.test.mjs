@@ -1,9 +1,9 @@
 // The spoke console end to end in Debian's chromium, driven by Playwright.
-// Run by tests/console.rs against a spoke it started; reads:
+// Run by tests/console.rs against a spoke it started with `--media` holding
+// one medium (a pack update that fails a product); reads:
 //   CONSOLE_URL          the spoke's base URL
 //   CONSOLE_PASSWORD     the password of the users named after their roles
 //   CONSOLE_UPLOAD       a text file to upload
-//   CONSOLE_CHANGE       the id of a pending pack change that fails a product
 //   CONSOLE_SCREENSHOTS  where to save a screenshot of each page
 //   CHROMIUM             the browser (default /usr/bin/chromium)
 // Every page is checked with axe-core (serious or critical violations fail).
@@ -24,7 +24,6 @@ const env = (name) => {
 const base = env('CONSOLE_URL');
 const password = env('CONSOLE_PASSWORD');
 const upload = env('CONSOLE_UPLOAD');
-const change = env('CONSOLE_CHANGE');
 const shots = env('CONSOLE_SCREENSHOTS');
 const axeSource = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
@@ -123,6 +122,31 @@ try {
     await page.getByLabel('Password').fill('not the password');
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByRole('alert').filter({ hasText: 'wrong user name or password' }).waitFor();
+  });
+
+  await step('an administrator previews a medium, then installs it with progress', async () => {
+    const admin = await newPage(context);
+    await signIn(admin, 'admin');
+    await go(admin, 'Import');
+    await admin.getByRole('cell', { name: 'annexes-2026.2.0', exact: true }).waitFor();
+    await admin.getByRole('button', { name: 'Verify and preview annexes-2026.2.0' }).click();
+    await admin.getByRole('heading', { name: 'annexes-2026.2.0: signatures verified' }).waitFor();
+    const row = admin.locator('#medium tbody tr', { hasText: '2026.2.0' });
+    assert.deepEqual((await row.locator('td').allTextContents()).filter((_, i) => i !== 3),
+      ['pack', '@data/eu-cosmetics-annexes', '2026.2.0', 'new']);
+    await accessible(admin, 'import');
+    await shot(admin, 'import');
+    await admin.getByRole('button', { name: 'Install', exact: true }).click();
+    await admin.getByText('Installed 1 bundle.').waitFor();
+    await admin.locator('#proposed-change').getByText('The pack change waits for approval').waitFor();
+    const progress = await admin.evaluate(async () => {
+      const { secret } = JSON.parse(sessionStorage.getItem('eurocomply.session'));
+      return (await fetch('/api/v1/media/progress', { headers: { authorization: `Bearer ${secret}` } })).json();
+    });
+    assert.equal(progress.medium, 'annexes-2026.2.0');
+    assert.equal(progress.running, false);
+    assert.ok(progress.total > 0 && progress.done === progress.total, JSON.stringify(progress));
+    await admin.close();
   });
 
   await step('keyboard: the skip link and the page list work without a mouse', async () => {
@@ -247,6 +271,7 @@ try {
     await go(viewer, 'Packs and changes');
     const card = viewer.locator('section.change[data-status="pending"]');
     await card.getByText('cannot approve pack changes').waitFor();
+    const change = await card.locator('dd code').first().textContent();
     assert.equal(await viewer.getByRole('button', { name: 'Approve and apply' }).count(), 0);
     await go(viewer, 'Products', 'Products and formulations');
     assert.equal(await viewer.getByRole('heading', { name: 'Add a product or formulation' }).count(), 0);

@@ -12,6 +12,7 @@ const PAGES = [
   { path: 'documents', label: 'Documents', needs: ['GET', '/api/v1/documents'], render: pages.documents },
   { path: 'ask', label: 'Ask', needs: ['POST', '/api/v1/ai/ask'], render: pages.ask },
   { path: 'changes', label: 'Packs and changes', needs: ['GET', '/api/v1/changes'], render: pages.changes },
+  { path: 'import', label: 'Import', needs: ['GET', '/api/v1/media'], render: pages.importMedia },
   { path: 'audit', label: 'Audit log', needs: ['GET', '/api/v1/audit'], render: pages.audit },
   { path: 'users', label: 'Users and tokens', needs: ['GET', '/api/v1/users'], render: pages.users },
 ];

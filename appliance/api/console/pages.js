@@ -405,6 +405,72 @@ function changeCard(me, main, c, mayDecide) {
   return card;
 }
 
+// ---------------------------------------------------------------- import
+
+export async function importMedia(me, main) {
+  heading(main, 'Import');
+  const listing = await call('GET', '/api/v1/media');
+  const out = h('div', { id: 'medium' });
+  main.append(h('p', {}, `Media are looked for in ${listing.dir}. Verifying checks every signature against this spoke's root of trust; nothing is installed until you choose Install.`));
+  main.append(listing.media.length
+    ? table('Media found', ['Medium', 'Encrypted', ''], listing.media.map((m) => [m.id,
+      m.encrypted ? 'yes, to this spoke' : 'no',
+      action('Verify and preview', out, () => previewMedium(m.id, out), { 'aria-label': `Verify and preview ${m.id}` })]))
+    : h('p', {}, 'No medium found. Insert the USB stick or disc from your vendor, wait until it is mounted, then reload this page.'));
+  main.append(out);
+}
+
+async function previewMedium(id, out) {
+  fill(out, h('p', { role: 'status' }, `Verifying ${id}…`));
+  const p = await call('POST', `/api/v1/media/${enc(id)}/preview`);
+  const fresh = p.bundles.filter((b) => b.on_medium && !b.already_installed);
+  const missing = p.bundles.filter((b) => !b.on_medium && !b.already_installed).length;
+  const installOut = h('div', { id: 'install-result' });
+  return h('section', { 'aria-labelledby': 'pv-h' },
+    h('h2', { id: 'pv-h', tabindex: '-1' }, `${id}: signatures verified`),
+    h('p', {}, `Signed under root version ${p.root_version}: ${fresh.length} new, ${p.bundles.filter((b) => b.already_installed).length} already installed${missing ? `, ${missing} listed but neither carried nor installed (ask the vendor for a full medium)` : ''}.`),
+    table('What the medium holds', ['Kind', 'Name', 'Version', 'Published', 'On this spoke'],
+      p.bundles.map((b) => [b.kind, b.name, b.version, when(b.published),
+        b.already_installed ? 'already installed' : b.on_medium ? 'new' : 'not on this medium'])),
+    h('p', { class: 'hint' }, 'Installing is not activating: a new pack version that changes verdicts waits on Packs and changes for approval, with the simulator\'s diff.'),
+    fresh.length
+      ? h('div', { class: 'row' }, action('Install', installOut, () => installMedium(id, installOut)))
+      : h('p', {}, 'Nothing new to install.'),
+    installOut);
+}
+
+async function installMedium(id, out) {
+  const bar = h('progress', { max: '1', value: '0', 'aria-label': `Installing ${id}` });
+  const note = h('p', { role: 'status' }, 'Verifying every chunk and installing…');
+  fill(out, note, bar);
+  const timer = setInterval(async () => {
+    try {
+      const p = await call('GET', '/api/v1/media/progress');
+      if (p.running && p.total) {
+        bar.max = p.total;
+        bar.value = p.done;
+        note.textContent = `Verifying and installing: ${Math.floor((100 * p.done) / p.total)}%`;
+      }
+    } catch {
+      // The install's own answer reports any failure.
+    }
+  }, 400);
+  let r;
+  try {
+    r = await call('POST', `/api/v1/media/${enc(id)}/install`);
+  } finally {
+    clearInterval(timer);
+  }
+  window.dispatchEvent(new Event('eurocomply:refresh'));
+  const c = r.change;
+  return h('div', {},
+    okBox(`Installed ${r.installed.length} bundle${r.installed.length === 1 ? '' : 's'}.`),
+    h('ul', {}, r.installed.map((b) => h('li', {}, `${b.kind} ${b.name} ${b.version}`))),
+    c ? h('p', { id: 'proposed-change' }, c.status === 'pending'
+      ? ['The pack change waits for approval: ', h('a', { href: '#/changes' }, 'review its diff on Packs and changes')]
+      : `The pack change was ${c.status} (${c.mode.replace(/_/g, ' ')}).`) : null);
+}
+
 // ---------------------------------------------------------------- audit
 
 export async function audit(me, main, params) {
