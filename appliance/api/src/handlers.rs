@@ -119,7 +119,8 @@ pub(crate) fn routes(max_upload: u64) -> Router<AppState> {
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/api/v1/support-access", post(grant_support))
         .merge(crate::ai::routes())
-        .merge(crate::media::routes());
+        .merge(crate::media::routes())
+        .merge(crate::backups::routes());
     router.layer(DefaultBodyLimit::max(MAX_JSON))
 }
 

@@ -8,15 +8,19 @@
 #![deny(missing_docs)]
 
 mod ai;
+mod backups;
 mod console;
 mod handlers;
+mod host;
 mod mcp;
 mod media;
 mod metrics;
 pub mod routes;
 pub mod tls;
 
-pub use media::{Media, MediaError};
+pub use backups::Backups;
+pub use host::HostError;
+pub use media::Media;
 
 use appliance::{Actor, Appliance};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -60,6 +64,8 @@ pub struct Config {
     pub ai_concurrency: usize,
     /// Media the console may inspect and install (`spoke serve --media`).
     pub media: Option<Arc<dyn Media>>,
+    /// The backup directory (`spoke serve --backup-to`).
+    pub backups: Option<Arc<dyn Backups>>,
 }
 
 /// A request error: HTTP status, stable kind, actionable message.
@@ -180,6 +186,7 @@ pub struct AppState {
     metrics: Arc<metrics::Metrics>,
     limiter: Arc<Limiter>,
     media: Option<Arc<dyn Media>>,
+    backups: Option<Arc<dyn Backups>>,
 }
 
 impl AppState {
@@ -325,6 +332,7 @@ pub fn router(appliance: Appliance, config: &Config) -> axum::Router {
             buckets: Mutex::new(HashMap::new()),
         }),
         media: config.media.clone(),
+        backups: config.backups.clone(),
     };
     handlers::routes(max_upload)
         .nest_service("/mcp", mcp::service(state.clone()))

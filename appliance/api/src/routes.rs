@@ -288,6 +288,18 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "GET",
+        "/api/v1/backups",
+        Some(Admin),
+        "Backups in the backup directory (`spoke serve --backup-to DIR`)",
+    ),
+    r(
+        "POST",
+        "/api/v1/backups",
+        Some(Admin),
+        "Take a backup now (the schedule's recipients and retention)",
+    ),
+    r(
+        "GET",
         "/api/v1/ai/status",
         Some(Read),
         "Tier A: active models (with digests), passage vectors, today's AI requests and the plan's limit",

@@ -858,10 +858,23 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             backup_recipient,
         } => {
             let mut a = open(&data)?;
+            let mut backups = None;
             if let Some(to) = backup_to {
                 let every = crate::backup::parse_duration(&backup_every)?;
                 let recipients = durable::recipients(a.dir(), &backup_recipient)?;
-                crate::backup::backup_every(a.dir().clone(), to, recipients, backup_keep, every);
+                crate::backup::backup_every(
+                    a.dir().clone(),
+                    to.clone(),
+                    recipients.clone(),
+                    backup_keep,
+                    every,
+                );
+                backups = Some(std::sync::Arc::new(crate::backup::ServedBackups {
+                    d: a.dir().clone(),
+                    to,
+                    recipients,
+                    keep: backup_keep,
+                }) as std::sync::Arc<dyn api::Backups>);
             }
             if let Some(dir) = watch {
                 intake::watch_media(
@@ -900,6 +913,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 rate_limit,
                 ai_concurrency,
                 media,
+                backups,
             };
             runtime.block_on(api::serve(a, config, |url| {
                 if json {

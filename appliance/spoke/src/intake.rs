@@ -195,13 +195,6 @@ impl Progress for Meter {
     }
 }
 
-fn media_error(e: Error) -> api::MediaError {
-    api::MediaError {
-        kind: e.kind(),
-        message: e.to_string(),
-    }
-}
-
 impl MediaDir {
     pub(crate) fn new(d: DataDir, dir: PathBuf) -> Self {
         MediaDir {
@@ -212,11 +205,11 @@ impl MediaDir {
     }
 
     /// The medium listed under `name` (never a path from the request).
-    fn medium(&self, name: &str) -> Result<PathBuf, api::MediaError> {
+    fn medium(&self, name: &str) -> Result<PathBuf, api::HostError> {
         media_in(&self.dir)
             .into_iter()
             .find(|p| p.file_name().is_some_and(|n| n == name))
-            .ok_or_else(|| api::MediaError {
+            .ok_or_else(|| api::HostError {
                 kind: "not_found",
                 message: format!(
                     "no medium {name:?} in {}; insert it, wait until it is mounted, then reload",
@@ -227,7 +220,7 @@ impl MediaDir {
 }
 
 impl api::Media for MediaDir {
-    fn list(&self) -> Result<serde_json::Value, api::MediaError> {
+    fn list(&self) -> Result<serde_json::Value, api::HostError> {
         let media: Vec<serde_json::Value> = media_in(&self.dir)
             .iter()
             .map(|p| {
@@ -244,15 +237,15 @@ impl api::Media for MediaDir {
         Ok(serde_json::json!({ "dir": self.dir, "media": media }))
     }
 
-    fn preview(&self, name: &str) -> Result<serde_json::Value, api::MediaError> {
-        let preview = preview_medium(&self.d, &self.medium(name)?).map_err(media_error)?;
+    fn preview(&self, name: &str) -> Result<serde_json::Value, api::HostError> {
+        let preview = preview_medium(&self.d, &self.medium(name)?).map_err(api::HostError::from)?;
         Ok(serde_json::to_value(preview).unwrap_or_default())
     }
 
-    fn install(&self, name: &str) -> Result<serde_json::Value, api::MediaError> {
+    fn install(&self, name: &str) -> Result<serde_json::Value, api::HostError> {
         let medium = self.medium(name)?;
         if self.meter.running.swap(true, Ordering::SeqCst) {
-            return Err(media_error(Error::Agent(agent::Error::Busy)));
+            return Err(Error::Agent(agent::Error::Busy).into());
         }
         if let Ok(mut m) = self.meter.medium.lock() {
             name.clone_into(&mut m);
@@ -260,7 +253,7 @@ impl api::Media for MediaDir {
         self.meter.set_len(0);
         let result = import_medium(&self.d, &medium, &self.meter);
         self.meter.running.store(false, Ordering::SeqCst);
-        let (report, change) = result.map_err(media_error)?;
+        let (report, change) = result.map_err(api::HostError::from)?;
         Ok(import_json(&report, change.as_ref()))
     }
 
