@@ -5,7 +5,7 @@
 //! through Playwright (an administrator previews and installs a medium,
 //! then sign in, add a product, upload a document, evaluate and open the
 //! trace, search, ask and open a citation, a viewer who cannot approve,
-//! approving the change, audit verify, users, legal hold), checks the
+//! approving the change, audit verify, users, a backup, legal hold), checks the
 //! console's Content-Security-Policy and runs axe-core on every page.
 //! Screenshots of each page land in `target/console-screenshots/`.
 
@@ -93,7 +93,18 @@ fn the_console_works_in_a_real_browser_for_each_role() {
     std::fs::create_dir_all(&shots).unwrap();
 
     let media = env.s("media");
-    let (_server, url) = env.spoke_serve(&d, &["--rate-limit", "0", "--media", &media]);
+    let backups = env.s("backups");
+    let (_server, url) = env.spoke_serve(
+        &d,
+        &[
+            "--rate-limit",
+            "0",
+            "--media",
+            &media,
+            "--backup-to",
+            &backups,
+        ],
+    );
     let out = Command::new("node")
         .arg(root().join("tests/console/console.test.mjs"))
         .env("CONSOLE_URL", &url)
@@ -128,6 +139,8 @@ fn the_console_works_in_a_real_browser_for_each_role() {
     assert_eq!(toner["documents"][0]["filename"], "toner-cpsr.txt");
     assert_eq!(toner["latest_evaluation"]["actor"], "regulatory_manager");
     env.spoke(&["audit", "verify", "--data", &d]).ok();
+    let listed = env.spoke(&["backups", &backups]).ok();
+    assert!(listed.as_array().unwrap().len() >= 2, "{listed}");
     for page in [
         "sign-in",
         "overview",

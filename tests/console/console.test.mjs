@@ -310,7 +310,7 @@ try {
     await shot(page, 'audit');
   });
 
-  await step('an administrator manages users and tokens and puts the spoke under legal hold', async () => {
+  await step('an administrator manages users and tokens, backs up and puts the spoke under legal hold', async () => {
     const admin = await newPage(context);
     await signIn(admin, 'admin');
     await go(admin, 'Users and tokens');
@@ -320,6 +320,21 @@ try {
     await admin.getByText('Copy this secret now').waitFor();
     await accessible(admin, 'users');
     await shot(admin, 'users');
+    // The scheduled backup runs when the spoke starts; then one more by hand.
+    await go(admin, 'Backups');
+    const listed = admin.locator('main tbody tr');
+    for (let i = 0; i < 60 && await listed.count() === 0; i += 1) {
+      await admin.waitForTimeout(500);
+      await go(admin, 'Overview');
+      await go(admin, 'Backups');
+    }
+    const before = await listed.count();
+    assert.ok(before >= 1, 'the scheduled backup is listed');
+    await admin.getByRole('button', { name: 'Back up now' }).click();
+    await admin.getByText(/^Backup \S+ written: \d+ files/).waitFor();
+    assert.equal(await listed.count(), before + 1);
+    await accessible(admin, 'backups');
+    await shot(admin, 'backups');
     await go(admin, 'Overview');
     await admin.getByLabel('New state').selectOption('LEGAL_HOLD');
     await admin.getByLabel('Reason').fill('litigation 2026-17');

@@ -13,6 +13,7 @@ const PAGES = [
   { path: 'ask', label: 'Ask', needs: ['POST', '/api/v1/ai/ask'], render: pages.ask },
   { path: 'changes', label: 'Packs and changes', needs: ['GET', '/api/v1/changes'], render: pages.changes },
   { path: 'import', label: 'Import', needs: ['GET', '/api/v1/media'], render: pages.importMedia },
+  { path: 'backups', label: 'Backups', needs: ['GET', '/api/v1/backups'], render: pages.backups },
   { path: 'audit', label: 'Audit log', needs: ['GET', '/api/v1/audit'], render: pages.audit },
   { path: 'users', label: 'Users and tokens', needs: ['GET', '/api/v1/users'], render: pages.users },
 ];

@@ -471,6 +471,30 @@ async function installMedium(id, out) {
       : `The pack change was ${c.status} (${c.mode.replace(/_/g, ' ')}).`) : null);
 }
 
+// ---------------------------------------------------------------- backups
+
+/** A backup's name (its UTC time, 20261130T210000.000Z) as a date. */
+function backupTime(name) {
+  const m = /^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)(\.\d+)?Z/.exec(name);
+  return m ? when(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}${m[7] || ''}Z`) : name;
+}
+
+export async function backups(me, main) {
+  heading(main, 'Backups');
+  const b = await call('GET', '/api/v1/backups');
+  const out = h('div', { id: 'backup-result' });
+  main.append(
+    h('p', {}, `Backups are written to ${b.dir}, encrypted with age to the operator's key, on the schedule \`spoke serve\` was started with${b.keep ? `, keeping the newest ${b.keep}` : ''}. Check one with \`spoke verify-restore\`.`),
+    h('div', { class: 'row' }, action('Back up now', out, async () => {
+      const r = await call('POST', '/api/v1/backups');
+      await backups(me, main);
+      main.querySelector('h1').after(okBox(`Backup ${r.name} written: ${r.files} files, ${r.new_chunks} new chunks of ${r.chunks}, ${r.written_bytes} bytes written.`));
+    })), out,
+    b.backups.length
+      ? table(`${b.backups.length} backups, oldest first`, ['Backup', 'Taken'], b.backups.map((n) => [h('code', {}, n), backupTime(n)]))
+      : h('p', {}, 'No backup yet.'));
+}
+
 // ---------------------------------------------------------------- audit
 
 export async function audit(me, main, params) {
