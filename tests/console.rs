@@ -123,15 +123,31 @@ fn the_console_works_in_a_real_browser_for_each_role() {
     assert!(out.status.success(), "the browser test failed:\n{log}");
 
     // What the browser did is what the spoke recorded: the medium installed,
-    // its change applied by the regulatory manager (never by the viewer),
+    // its change decided by the regulatory manager (never by the viewer),
     // the product and the document stored, the screenshots written.
     let packs = env.packs("spoke");
     assert!(packs.iter().any(|(_, v, _)| v == "2026.2.0"), "{packs:?}");
+    // Newest first: the rollback proposed and rejected in the browser, then
+    // the update it approved.
     let changes = env.spoke(&["changes", "list", "--data", &d]).ok();
-    let newest = &changes[0];
-    assert_eq!(newest["mode"], "approval", "{changes}");
-    assert_eq!(newest["status"], "applied");
-    assert_eq!(newest["decided_by"], "regulatory_manager");
+    let decided: Vec<(&str, &str, &str)> = changes.as_array().unwrap()[..2]
+        .iter()
+        .map(|c| {
+            (
+                c["mode"].as_str().unwrap(),
+                c["status"].as_str().unwrap(),
+                c["decided_by"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            ("rollback", "rejected", "regulatory_manager"),
+            ("approval", "applied", "regulatory_manager")
+        ],
+        "{changes}"
+    );
     let toner = env
         .spoke(&["entity", "show", "--data", &d, "console-toner"])
         .ok();

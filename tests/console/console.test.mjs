@@ -171,6 +171,7 @@ try {
     // The sample medium carries no product licence.
     await main.getByText('No licence installed: import the product medium from your vendor.').waitFor();
     await main.getByText('Slot state: not reported').waitFor();
+    assert.match(await page.locator('#disk').textContent(), /^Disk: \d+\.\d MiB used by the spoke; \d+\.\d MiB free of \d+\.\d MiB$/);
     await main.getByRole('link', { name: '1 pack change waiting for a decision' }).waitFor();
     assert.equal(await page.locator('#banner').isHidden(), true);
     // A regulatory manager is not an administrator: no lifecycle form, no users page.
@@ -178,6 +179,17 @@ try {
     assert.equal(await page.getByRole('navigation').getByRole('link', { name: 'Users and tokens' }).count(), 0);
     await accessible(page, 'overview');
     await shot(page, 'overview');
+  });
+
+  await step('on a tablet (768 × 1024) the pages fit the screen', async () => {
+    await page.setViewportSize({ width: 768, height: 1024 });
+    for (const [label, heading] of [['Overview'], ['Products', 'Products and formulations'], ['Packs and changes']]) {
+      await go(page, label, heading);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `${label} is ${overflow}px wider than a tablet`);
+    }
+    await shot(page, 'tablet');
+    await page.setViewportSize({ width: 1280, height: 900 });
   });
 
   await step('products: add a product', async () => {
@@ -299,6 +311,16 @@ try {
     await page.getByText('Applied: every product was re-evaluated with the new packs.').waitFor();
     assert.equal(await page.locator('section.change[data-status="pending"]').count(), 0);
     await page.getByRole('cell', { name: '2026.2.0' }).waitFor();
+    // Undoing it is a change of its own, simulated, then rejected here.
+    await page.locator('section.change[data-status="applied"]').first()
+      .getByRole('button', { name: 'Propose undoing this change' }).click();
+    await page.getByText('Proposed: the rollback waits above').waitFor();
+    const back = page.locator('section.change[data-status="pending"]');
+    assert.deepEqual(await back.locator('tbody tr', { hasText: 'overall' }).locator('td').allTextContents(),
+      ['hydra-serum', 'overall', 'fail', 'pass']);
+    await back.getByRole('button', { name: 'Reject' }).click();
+    await page.getByText('Rejected: the active packs stay as they were.').waitFor();
+    assert.equal(await page.locator('section.change[data-status="pending"]').count(), 0);
   });
 
   await step('audit log: entries and a verified chain', async () => {

@@ -76,9 +76,10 @@ export async function overview(me, main) {
     h('section', { class: 'tile', 'aria-labelledby': 't-data' },
       h('h2', { id: 't-data' }, 'Data'),
       h('ul', {}, Object.entries(status.counts).map(([k, n]) => h('li', {}, `${k}: ${n}`))),
-      h('p', {}, status.disk
-        ? `Disk: ${mib(status.disk.data_bytes)} used by the spoke${status.disk.free_bytes != null ? `, ${mib(status.disk.free_bytes)} free` : ''}`
-        : 'Disk use: not reported'))));
+      h('p', { id: 'disk' }, `Disk: ${mib(status.disk.data_bytes)} used by the spoke; ${mib(status.disk.free_bytes)} free of ${mib(status.disk.total_bytes)}`),
+      status.disk.free_bytes < 1073741824
+        ? errorBox({ kind: 'disk', message: 'Less than 1 GiB is free: remove old backups from this disk or give the spoke a larger one before the next import.' })
+        : null)));
   if (can(me, 'PUT', '/api/v1/lifecycle')) main.append(lifecycleForm(status.lifecycle));
 }
 
@@ -382,13 +383,19 @@ function changeCard(me, main, c, mayDecide) {
       ? table('Verdicts that change when this is applied', ['Product', 'Rule', 'Before', 'After'],
         diff.map((d) => [h('a', { href: `#/products/${enc(d.product)}` }, d.product), d.rule, verdict(d.before), verdict(d.after)]))
       : h('p', {}, 'No verdict changes.'));
+  const refresh = async (what) => {
+    await changes(me, main);
+    main.querySelector('h1').after(okBox(what));
+    window.dispatchEvent(new Event('eurocomply:refresh'));
+  };
+  if (c.status === 'applied' && c.mode !== 'no_data' && can(me, 'POST', '/api/v1/changes/{id}/rollback')) {
+    card.append(h('div', { class: 'row' }, action('Propose undoing this change', out, async () => {
+      await call('POST', `/api/v1/changes/${enc(c.id)}/rollback`);
+      await refresh('Proposed: the rollback waits above with its own simulator diff; approve it to apply.');
+    }, { class: 'secondary' })), out);
+  }
   if (c.status === 'pending') {
     if (mayDecide) {
-      const refresh = async (what) => {
-        await changes(me, main);
-        main.querySelector('h1').after(okBox(what));
-        window.dispatchEvent(new Event('eurocomply:refresh'));
-      };
       card.append(h('div', { class: 'row' },
         action('Approve and apply', out, async () => {
           await call('POST', `/api/v1/changes/${enc(c.id)}/approve`);
