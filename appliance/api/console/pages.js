@@ -358,6 +358,19 @@ async function openPassage(c, where) {
 
 // ---------------------------------------------------------------- changes
 
+/** How a change was or will be decided, in words. */
+const MODES = {
+  no_data: 'at once, as the spoke had no data yet',
+  fresh_install: 'at once, with a fresh product install',
+  safe_auto_update: 'at once, as the simulator found no verdict changes',
+  approval: 'by a person with the right to approve packs',
+  rollback: 'by a person: it undoes an applied change',
+};
+
+function mode(m) {
+  return MODES[m] || m.replace(/_/g, ' ');
+}
+
 export async function changes(me, main) {
   heading(main, 'Packs and changes');
   const [packs, list] = await Promise.all([call('GET', '/api/v1/packs'), call('GET', '/api/v1/changes')]);
@@ -376,7 +389,7 @@ function changeCard(me, main, c, mayDecide) {
   const diff = c.diff && c.diff.changes ? c.diff.changes : [];
   const card = h('section', { class: 'card change', 'aria-labelledby': `c-${c.id}`, 'data-status': c.status },
     h('h3', { id: `c-${c.id}` }, `${c.status === 'pending' ? 'Pending' : c.status === 'applied' ? 'Applied' : 'Rejected'}: ${moves.join('; ')}`),
-    kv([['Change', h('code', {}, c.id)], ['Proposed', when(c.created_at)], ['How decided', c.mode.replace(/_/g, ' ')],
+    kv([['Change', h('code', {}, c.id)], ['Proposed', when(c.created_at)], ['How decided', mode(c.mode)],
       ['Decided', c.decided_by ? [`by ${c.decided_by} `, when(c.decided_at)] : 'not yet']]),
     h('h4', {}, 'What the simulator says it changes'),
     diff.length
@@ -475,7 +488,7 @@ async function installMedium(id, out) {
     h('ul', {}, r.installed.map((b) => h('li', {}, `${b.kind} ${b.name} ${b.version}`))),
     c ? h('p', { id: 'proposed-change' }, c.status === 'pending'
       ? ['The pack change waits for approval: ', h('a', { href: '#/changes' }, 'review its diff on Packs and changes')]
-      : `The pack change was ${c.status} (${c.mode.replace(/_/g, ' ')}).`) : null);
+      : `The pack change was ${c.status} ${mode(c.mode)}.`) : null);
 }
 
 // ---------------------------------------------------------------- backups
