@@ -7,7 +7,10 @@
 //! trace, search, ask and open a citation, a viewer who cannot approve,
 //! approving the change, audit verify, users, a backup, legal hold), checks the
 //! console's Content-Security-Policy and runs axe-core on every page.
-//! Screenshots of each page land in `target/console-screenshots/`.
+//! A second run starts from a spoke with nothing installed: an administrator
+//! installs the licensed product from a medium and evaluates a formulation
+//! through the console alone. Screenshots of each page land in
+//! `target/console-screenshots/{everyday,first-install}/`.
 
 mod common;
 
@@ -56,6 +59,82 @@ fn chromium() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
 }
 
+/// One browser run at a time: two would share the machine's two cores.
+static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `tests/console/SCRIPT` against the spoke at `url` with `extra`
+/// environment variables; fails the test with its log unless it passes.
+/// Returns the directory its screenshots went to,
+/// `target/console-screenshots/NAME/`.
+fn browse(script: &str, name: &str, url: &str, extra: &[(&str, &str)]) -> PathBuf {
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("console-screenshots")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new("node")
+        .arg(root().join("tests/console").join(script))
+        .env("CONSOLE_URL", url)
+        .env("CONSOLE_PASSWORD", PASSWORD)
+        .env("CONSOLE_SCREENSHOTS", &shots)
+        .env("CHROMIUM", chromium())
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{log}");
+    assert!(out.status.success(), "the browser test failed:\n{log}");
+    shots
+}
+
+#[test]
+fn an_administrator_installs_the_product_from_a_medium_through_the_console() {
+    if !browser_ready() {
+        return;
+    }
+    let env = Env::new();
+    env.publish_examples();
+    let d = env.s("spoke");
+    env.spoke_init("spoke");
+    env.add_role_users(&d, PASSWORD);
+    let did = env.spoke(&["identity", "--data", &d]).ok()["did"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest = root().join("bundles/examples/products/eurocomply-cosmetics.yaml");
+    env.product_publish(
+        &manifest.display().to_string(),
+        &env.s("product.bundle"),
+        &[
+            "--licence-for",
+            &did,
+            "--plan",
+            "growth",
+            "--expires",
+            "2099-12-31",
+        ],
+    );
+    env.export("media/eurocomply-cosmetics", &[]);
+    let media = env.s("media");
+    let (_server, url) = env.spoke_serve(&d, &["--rate-limit", "0", "--media", &media]);
+    browse("first-install.test.mjs", "first-install", &url, &[]);
+
+    let bundles = env.spoke(&["bundles", "--data", &d]).ok();
+    assert_eq!(bundles.as_array().unwrap().len(), 6, "{bundles}");
+    let serum = env
+        .spoke(&["entity", "show", "--data", &d, "first-serum"])
+        .ok();
+    assert_eq!(serum["latest_evaluation"]["verdict"], "fail");
+    assert_eq!(serum["latest_evaluation"]["actor"], "admin");
+}
+
 #[test]
 fn the_console_works_in_a_real_browser_for_each_role() {
     if !browser_ready() {
@@ -78,22 +157,15 @@ fn the_console_works_in_a_real_browser_for_each_role() {
         &["--only", "@data/eu-cosmetics-annexes"],
     );
 
-    let upload = env.path("toner-cpsr.txt");
+    let upload = env.s("toner-cpsr.txt");
     std::fs::write(
         &upload,
         "Cosmetic product safety report for the Console Toner. The toner is a \
          rinse-off product; its preservative is sodium benzoate at 0.5 percent.",
     )
     .unwrap();
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("console-screenshots");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
-
-    let media = env.s("media");
     let backups = env.s("backups");
+    let media = env.s("media");
     let (_server, url) = env.spoke_serve(
         &d,
         &[
@@ -105,22 +177,12 @@ fn the_console_works_in_a_real_browser_for_each_role() {
             &backups,
         ],
     );
-    let out = Command::new("node")
-        .arg(root().join("tests/console/console.test.mjs"))
-        .env("CONSOLE_URL", &url)
-        .env("CONSOLE_PASSWORD", PASSWORD)
-        .env("CONSOLE_UPLOAD", &upload)
-        .env("CONSOLE_SCREENSHOTS", &shots)
-        .env("CHROMIUM", chromium())
-        .output()
-        .unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let shots = browse(
+        "console.test.mjs",
+        "everyday",
+        &url,
+        &[("CONSOLE_UPLOAD", &upload)],
     );
-    println!("{log}");
-    assert!(out.status.success(), "the browser test failed:\n{log}");
 
     // What the browser did is what the spoke recorded: the medium installed,
     // its change decided by the regulatory manager (never by the viewer),
@@ -159,11 +221,19 @@ fn the_console_works_in_a_real_browser_for_each_role() {
     assert!(listed.as_array().unwrap().len() >= 2, "{listed}");
     for page in [
         "sign-in",
+        "import",
         "overview",
+        "tablet",
         "products",
-        "trace",
         "documents",
+        "trace",
         "ask",
+        "changes-viewer",
+        "changes",
+        "audit",
+        "users",
+        "backups",
+        "legal-hold",
     ] {
         assert!(
             shots.join(format!("{page}.png")).is_file(),
