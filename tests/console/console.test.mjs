@@ -253,7 +253,11 @@ await t.run(async () => {
     await admin.getByRole('cell', { name: 'regulatory_manager' }).first().waitFor();
     await admin.getByLabel('Label').fill('ERP export');
     await admin.getByRole('button', { name: 'Issue token' }).click();
-    await admin.getByText('Copy this secret now').waitFor();
+    await admin.getByText('Token "ERP export" for admin: copy this secret now').waitFor();
+    assert.match(await admin.locator('#new-secret').textContent(), /^sk_[0-9a-f]{64}$/);
+    await admin.getByRole('cell', { name: 'ERP export', exact: true }).waitFor();
+    await admin.getByRole('button', { name: 'Revoke token ERP export of admin' }).click();
+    await admin.getByRole('cell', { name: 'ERP export', exact: true }).waitFor({ state: 'detached' });
     await t.accessible(admin, 'users');
     await t.shot(admin, 'users');
     // The scheduled backup runs when the spoke starts; then one more by hand.

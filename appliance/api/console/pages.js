@@ -557,7 +557,7 @@ export async function users(me, main) {
     return null;
   });
   main.append(uForm);
-  const live = tokens.filter((t) => !t.revoked_at);
+  const live = tokens.filter((t) => !t.revoked_at && !(t.expires_at && Date.parse(t.expires_at) < Date.now()));
   const tOut = h('div');
   main.append(h('h2', {}, 'Tokens'), tOut, table('Tokens that still work (secrets are never shown again)',
     ['User', 'Kind', 'Label', 'Created', 'Expires', ''],
@@ -577,7 +577,10 @@ export async function users(me, main) {
     const body = { user: d.get('user'), label: d.get('label') };
     if (d.get('hours')) body.hours = Number(d.get('hours'));
     const t = await call('POST', '/api/v1/tokens', { body });
-    return h('div', { class: 'ok', role: 'status' }, h('p', {}, 'Copy this secret now; it is not shown again:'), h('p', {}, h('code', {}, t.secret)));
+    await rerender();
+    main.querySelector('h1').after(h('div', { class: 'ok', role: 'status' },
+      h('p', {}, `Token "${body.label}" for ${body.user}: copy this secret now; it is not shown again:`), h('p', {}, h('code', { id: 'new-secret' }, t.secret))));
+    return null;
   });
   main.append(kForm);
 }
