@@ -609,3 +609,68 @@ fn media_are_verified_and_previewed_before_an_administrator_installs_them() {
     assert_eq!(progress.body["done"], progress.body["total"]);
     assert!(env.packs("spoke").iter().any(|(_, v, _)| v == "2026.2.0"));
 }
+
+#[test]
+fn the_console_is_served_from_the_binary_and_the_session_says_what_the_role_may_call() {
+    let env = Env::new();
+    let d = spoke_with_users(&env);
+    let s = serve(&env, &d, &["--rate-limit", "0"]);
+    let header = |r: &Reply, name: &str| {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let page = call(&s, "GET", "/", None, None);
+    assert_eq!(page.status, 200);
+    assert!(header(&page, "content-type").starts_with("text/html"));
+    let csp = header(&page, "content-security-policy");
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(header(&page, "x-frame-options"), "DENY");
+    let html = page.body.as_str().unwrap();
+    assert!(html.contains(r#"<script type="module" src="/console/app.js">"#));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing from elsewhere"
+    );
+    let script = call(&s, "GET", "/console/app.js", None, None);
+    assert!(header(&script, "content-type").starts_with("text/javascript"));
+    assert_eq!(header(&script, "content-security-policy"), csp);
+    let missing = call(&s, "GET", "/console/../../etc/passwd", None, None);
+    assert_eq!(missing.status, 404);
+    let nope = call(&s, "GET", "/console/nope.js", None, None);
+    assert_eq!((nope.status, nope.kind()), (404, "not_found"));
+    // The API keeps its own policy, which allows nothing.
+    let status = call(&s, "GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(
+        header(&status, "content-security-policy"),
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+
+    for role in ROLES {
+        let token = login(&s, role.as_str());
+        let me = get(&s, "/api/v1/session", &token);
+        assert_eq!(me.body["user"], role.as_str());
+        assert_eq!(me.body["role"], role.as_str());
+        let allowed: Vec<String> = me.body["allowed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        let expected: Vec<String> = api::routes::ROUTES
+            .iter()
+            .filter(|r| r.permission.is_none_or(|p| role.allows(p)))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert_eq!(allowed, expected, "{role:?}");
+        let approve = "POST /api/v1/changes/{id}/approve".to_string();
+        assert_eq!(
+            allowed.contains(&approve),
+            matches!(role, Role::Admin | Role::RegulatoryManager),
+            "{role:?}"
+        );
+    }
+}
