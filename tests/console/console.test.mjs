@@ -113,6 +113,9 @@ await t.run(async () => {
   await t.step('products: add a product', async () => {
     await t.go(page, 'Products', 'Products and formulations');
     await page.getByRole('link', { name: 'Hydra Serum' }).waitFor();
+    const verdicts = await page.locator('main tbody tr').evaluateAll((trs) =>
+      Object.fromEntries(trs.map((tr) => [tr.cells[1].textContent, tr.cells[5].querySelector('.verdict').textContent])));
+    assert.deepEqual(verdicts, { 'glow-cream': 'fail', 'hydra-serum': 'pass', 'mystery-balm': 'needs review' });
     await page.getByLabel('Name', { exact: true }).fill('Console Toner');
     await page.getByLabel('Id (optional)').fill('console-toner');
     await page.getByLabel('Category').fill('hair_rinse_off');
@@ -218,6 +221,7 @@ await t.run(async () => {
     await t.go(page, 'Packs and changes');
     const card = page.locator('section.change[data-status="pending"]');
     const row = card.locator('tbody tr', { hasText: 'overall' });
+    await row.waitFor();
     assert.deepEqual(await row.locator('td').allTextContents(), ['hydra-serum', 'overall', 'pass', 'fail']);
     await t.accessible(page, 'changes');
     await t.shot(page, 'changes');

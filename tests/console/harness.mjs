@@ -109,12 +109,15 @@ export class Harness {
     await page.getByLabel('Password').fill(this.password);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByRole('heading', { level: 1, name: 'Overview' }).waitFor();
+    await page.locator('main[aria-busy="false"]').waitFor();
   }
 
-  /** Opens a page from the navigation and waits for its heading. */
+  /** Opens a page from the navigation and waits until it has loaded. */
   async go(page, label, heading) {
     await page.getByRole('navigation').getByRole('link', { name: label }).click();
     await page.getByRole('heading', { level: 1, name: heading || label }).waitFor();
+    // The page has drawn everything it loads.
+    await page.locator('main[aria-busy="false"]').waitFor();
   }
 
   /** Calls the API from the page with its own session's token. */

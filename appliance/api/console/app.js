@@ -99,6 +99,7 @@ async function route(moved) {
   drawNav(me, target.path);
   await showBanner();
   fill(main, h('p', { role: 'status' }, 'Loading…'));
+  main.setAttribute('aria-busy', 'true');
   try {
     if (!can(me, ...target.needs)) {
       fill(main, h('h1', {}, target.label), errorBox({ kind: 'forbidden', message: `Your role (${me.role}) cannot open this page; ask an administrator for a role that can.` }));
@@ -114,6 +115,8 @@ async function route(moved) {
       return;
     }
     main.append(errorBox(err));
+  } finally {
+    main.setAttribute('aria-busy', 'false');
   }
 }
 

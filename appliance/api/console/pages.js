@@ -110,7 +110,13 @@ const KINDS = [['product', 'Products and formulations'], ['substance', 'Substanc
 export async function products(me, main, params) {
   heading(main, 'Products and formulations');
   const kind = params.get('kind') || 'product';
-  const list = await call('GET', `/api/v1/entities?kind=${enc(kind)}`);
+  const [list, evaluations] = await Promise.all([
+    call('GET', `/api/v1/entities?kind=${enc(kind)}`),
+    kind === 'product' ? call('GET', '/api/v1/evaluations?limit=1000') : [],
+  ]);
+  // Newest first, so the first record of a product is its latest verdict.
+  const latest = new Map();
+  for (const e of evaluations) if (!latest.has(e.product_id)) latest.set(e.product_id, e);
   const filter = h('form', { class: 'row', 'aria-label': 'Filter' },
     field('Show', select('kind', KINDS, kind)),
     h('button', { type: 'submit', class: 'secondary' }, 'Show'));
@@ -128,11 +134,12 @@ export async function products(me, main, params) {
     })), out);
   }
   main.append(list.length
-    ? table(`${list.length} shown`, ['Name', 'Id', 'Category', 'Markets', 'Components'],
+    ? table(`${list.length} shown`, ['Name', 'Id', 'Category', 'Markets', 'Components', 'Latest verdict'],
       list.map((e) => [
         h('a', { href: `#/products/${enc(e.id)}` }, e.name),
         h('code', {}, e.id), e.category || '—', (e.markets || []).join(', ') || '—',
-        String((e.components || []).length)]))
+        String((e.components || []).length),
+        latest.has(e.id) ? [verdict(latest.get(e.id).verdict), ' ', when(latest.get(e.id).at)] : verdict(null)]))
     : h('p', {}, 'None yet.'));
   if (can(me, 'POST', '/api/v1/entities')) main.append(addEntityForm(me, main, params));
 }
