@@ -378,10 +378,6 @@ fn the_plans_daily_quota_is_enforced() {
     publish_model(&env, &e, "minilm.bundle");
     env.spoke_init("spoke");
     let d = env.s("spoke");
-    let did = env.spoke(&["identity", "--data", &d]).ok()["did"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let yaml = std::fs::read_to_string(
         common::root().join("bundles/examples/products/eurocomply-cosmetics.yaml"),
     )
@@ -389,18 +385,7 @@ fn the_plans_daily_quota_is_enforced() {
     .replace("max_ai_requests_per_day: 200", "max_ai_requests_per_day: 2");
     let manifest = env.path("product.yaml");
     std::fs::write(&manifest, yaml).unwrap();
-    env.product_publish(
-        &manifest.display().to_string(),
-        &env.s("product.bundle"),
-        &[
-            "--licence-for",
-            &did,
-            "--plan",
-            "starter",
-            "--expires",
-            "2099-12-31",
-        ],
-    );
+    env.publish_licensed_product(&manifest, &d, "starter");
     env.export("usb", &[]);
     env.import("spoke", "usb").ok();
     for _ in 0..2 {

@@ -104,23 +104,8 @@ fn an_administrator_installs_the_product_from_a_medium_through_the_console() {
     let d = env.s("spoke");
     env.spoke_init("spoke");
     env.add_role_users(&d, PASSWORD);
-    let did = env.spoke(&["identity", "--data", &d]).ok()["did"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let manifest = root().join("bundles/examples/products/eurocomply-cosmetics.yaml");
-    env.product_publish(
-        &manifest.display().to_string(),
-        &env.s("product.bundle"),
-        &[
-            "--licence-for",
-            &did,
-            "--plan",
-            "growth",
-            "--expires",
-            "2099-12-31",
-        ],
-    );
+    env.publish_licensed_product(&manifest, &d, "growth");
     env.export("media/eurocomply-cosmetics", &[]);
     let media = env.s("media");
     let (_server, url) = env.spoke_serve(&d, &["--rate-limit", "0", "--media", &media]);

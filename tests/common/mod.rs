@@ -388,6 +388,27 @@ impl Env {
         }
     }
 
+    /// Builds and publishes the product `manifest` (a path) with a licence
+    /// on `plan`, until 2099-12-31, for the spoke at `data` (a path).
+    pub fn publish_licensed_product(&self, manifest: &Path, data: &str, plan: &str) {
+        let did = self.spoke(&["identity", "--data", data]).ok()["did"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.product_publish(
+            &manifest.display().to_string(),
+            &self.s("product.bundle"),
+            &[
+                "--licence-for",
+                &did,
+                "--plan",
+                plan,
+                "--expires",
+                "2099-12-31",
+            ],
+        );
+    }
+
     /// A repository with the real example packs, built and signed by the hub.
     pub fn publish_examples(&self) {
         self.init_repo(&[]);
