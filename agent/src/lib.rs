@@ -138,21 +138,81 @@ pub fn import(
     registry: &mut dyn Registry,
     progress: &dyn Progress,
 ) -> Result<ImportReport, Error> {
-    let _lock = StagingLock::take(&paths.staging)?;
-    let staging =
-        tempfile::tempdir_in(&paths.staging).map_err(io("create staging in", &paths.staging))?;
-    let plain = bundles::medium::open_medium(medium, identity, staging.path())?;
-    let trust = TrustState::load(&paths.trust)?;
-    let policy = Policy::sneakernet();
-    let verified = verify::verify_repository(&plain, &trust, &policy)?;
+    let (_lock, staging, verified) = open_verified(paths, medium, identity)?;
     install(
         paths,
         staging.path(),
         &verified,
-        &policy,
+        &Policy::sneakernet(),
         registry,
         progress,
     )
+}
+
+/// Takes the staging area, opens (and decrypts) the medium into a scratch
+/// directory there and verifies its signed metadata against the trust state.
+fn open_verified(
+    paths: &Paths,
+    medium: &Path,
+    identity: Option<&age::x25519::Identity>,
+) -> Result<(StagingLock, tempfile::TempDir, verify::Verified), Error> {
+    let lock = StagingLock::take(&paths.staging)?;
+    let staging =
+        tempfile::tempdir_in(&paths.staging).map_err(io("create staging in", &paths.staging))?;
+    let plain = bundles::medium::open_medium(medium, identity, staging.path())?;
+    let trust = TrustState::load(&paths.trust)?;
+    let verified = verify::verify_repository(&plain, &trust, &Policy::sneakernet())?;
+    Ok((lock, staging, verified))
+}
+
+/// What a medium holds, as its signed metadata says, checked against this
+/// spoke's trust state without installing anything.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Preview {
+    /// Every bundle the signed metadata lists, in its order.
+    pub bundles: Vec<PreviewBundle>,
+    /// Bundles listed but not carried on the medium (an offline delta).
+    pub not_on_medium: usize,
+    /// The TUF root version the medium is signed under.
+    pub root_version: u64,
+}
+
+/// One bundle of a [`Preview`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreviewBundle {
+    /// What the signed targets metadata says about it.
+    #[serde(flatten)]
+    pub published: Published,
+    /// Whether the medium carries its index.
+    pub on_medium: bool,
+    /// Whether this spoke already has it.
+    pub already_installed: bool,
+}
+
+/// Opens (and decrypts) a medium and verifies its signed metadata against
+/// the trust state, as [`import`] does first, but installs nothing and
+/// leaves the data directory unchanged: what an operator sees before
+/// deciding to install. Chunks are checked when they are installed.
+pub fn preview(
+    paths: &Paths,
+    medium: &Path,
+    identity: Option<&age::x25519::Identity>,
+    registry: &dyn Registry,
+) -> Result<Preview, Error> {
+    let (_lock, _staging, verified) = open_verified(paths, medium, identity)?;
+    let mut out = Vec::new();
+    for p in &verified.bundles {
+        out.push(PreviewBundle {
+            on_medium: verified.has_index(p),
+            already_installed: registry.has(&p.cid).map_err(Error::Registry)?,
+            published: p.clone(),
+        });
+    }
+    Ok(Preview {
+        not_on_medium: out.iter().filter(|b| !b.on_medium).count(),
+        bundles: out,
+        root_version: verified.new_state.root()?.signed.version.get(),
+    })
 }
 
 /// Installs what a verified repository carries (its chunks in the

@@ -368,6 +368,38 @@ impl Appliance {
                 .map(|c| c.id.clone())
                 .collect::<Vec<_>>(),
             "max_upload_bytes": self.max_upload,
+            "disk": self.disk()?,
+        }))
+    }
+
+    /// Bytes the data directory's files take, and the space its filesystem
+    /// has left and in all (for the console's overview).
+    fn disk(&self) -> Result<serde_json::Value, Error> {
+        let root = self.dir.root();
+        let mut used = 0u64;
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            // Files an import or backup removes while this counts are skipped.
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else if meta.is_file() {
+                    used += meta.len();
+                }
+            }
+        }
+        let fs = nix::sys::statvfs::statvfs(root).map_err(|e| Error::Io {
+            path: root.to_path_buf(),
+            source: e.into(),
+        })?;
+        let block = fs.fragment_size();
+        Ok(serde_json::json!({
+            "data_bytes": used,
+            "free_bytes": fs.blocks_available() * block,
+            "total_bytes": fs.blocks() * block,
         }))
     }
 

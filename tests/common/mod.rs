@@ -367,6 +367,48 @@ impl Env {
         }
     }
 
+    /// One user per role in the data directory `data` (a path), each named
+    /// as its role and signing in with `password`.
+    pub fn add_role_users(&self, data: &str, password: &str) {
+        for role in appliance::auth::ROLES {
+            self.spoke_stdin(
+                &[
+                    "users",
+                    "add",
+                    "--data",
+                    data,
+                    "--name",
+                    role.as_str(),
+                    "--role",
+                    role.as_str(),
+                ],
+                &format!("{password}\n"),
+            )
+            .ok();
+        }
+    }
+
+    /// Builds and publishes the product `manifest` (a path) with a licence
+    /// on `plan`, until 2099-12-31, for the spoke at `data` (a path).
+    pub fn publish_licensed_product(&self, manifest: &Path, data: &str, plan: &str) {
+        let did = self.spoke(&["identity", "--data", data]).ok()["did"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.product_publish(
+            &manifest.display().to_string(),
+            &self.s("product.bundle"),
+            &[
+                "--licence-for",
+                &did,
+                "--plan",
+                plan,
+                "--expires",
+                "2099-12-31",
+            ],
+        );
+    }
+
     /// A repository with the real example packs, built and signed by the hub.
     pub fn publish_examples(&self) {
         self.init_repo(&[]);
@@ -517,6 +559,47 @@ pub fn ship(env: &Env, d: &str, src: &str, out: &str) -> serde_json::Value {
     let medium = format!("{out}-usb");
     env.export(&medium, &["--only", "@data/eu-cosmetics-annexes"]);
     env.spoke(&["import", "--data", d, &env.s(&medium)]).ok()
+}
+
+/// Writes a model bundle source directory (`model.json` + weights).
+pub fn model_src(env: &Env, dir: &str, name: &str, version: &str, task: &str, seed: u64) -> String {
+    let d = env.path(dir);
+    std::fs::create_dir_all(&d).unwrap();
+    let format = if task == "embedding" {
+        models::fixtures::write_tiny_embedder(&d).unwrap();
+        "safetensors"
+    } else {
+        models::fixtures::write_tiny_generator(&d.join("tiny.gguf"), 4096, seed).unwrap();
+        "gguf"
+    };
+    std::fs::write(
+        d.join("model.json"),
+        serde_json::json!({"name": name, "version": version, "task": task, "format": format,
+               "source": "tests: random weights", "description": "tiny test model"})
+        .to_string(),
+    )
+    .unwrap();
+    d.display().to_string()
+}
+
+/// Builds and publishes a model bundle; returns its CID.
+pub fn publish_model(env: &Env, src: &str, out: &str) -> String {
+    let built = env.hub(&["model", "build", src, "--out", &env.s(out)]).ok();
+    env.publish(&env.s(out), &[]);
+    built["cid"].as_str().unwrap().to_string()
+}
+
+/// The example packs and the two tiny models, published and carried to a
+/// spoke with the sample products and documents; returns (data dir, embedding
+/// CID, generation CID).
+pub fn ai_spoke(env: &Env) -> (String, String, String) {
+    env.publish_examples();
+    let e = model_src(env, "minilm-src", "tiny-minilm", "0.1.0", "embedding", 0);
+    let g = model_src(env, "smol-src", "tiny-smol", "0.1.0", "generation", 7);
+    let ecid = publish_model(env, &e, "minilm.bundle");
+    let gcid = publish_model(env, &g, "smol.bundle");
+    let d = env.stock_spoke("spoke");
+    (d, ecid, gcid)
 }
 
 /// Asserts two snapshots are equal, naming (not dumping) what differs.

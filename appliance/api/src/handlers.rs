@@ -82,7 +82,7 @@ pub(crate) fn routes(max_upload: u64) -> Router<AppState> {
             "/api/v1/openapi.json",
             get(|| async { Json(routes::openapi()) }),
         )
-        .route("/api/v1/session", post(login).delete(logout))
+        .route("/api/v1/session", get(session).post(login).delete(logout))
         .route("/api/v1/status", get(status))
         .route("/api/v1/lifecycle", get(lifecycle).put(set_lifecycle))
         .route("/api/v1/entities", get(list_entities).post(create_entity))
@@ -118,7 +118,9 @@ pub(crate) fn routes(max_upload: u64) -> Router<AppState> {
         .route("/api/v1/tokens", get(tokens).post(create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/api/v1/support-access", post(grant_support))
-        .merge(crate::ai::routes());
+        .merge(crate::ai::routes())
+        .merge(crate::media::routes())
+        .merge(crate::backups::routes());
     router.layer(DefaultBodyLimit::max(MAX_JSON))
 }
 
@@ -155,6 +157,14 @@ async fn login(
         s.run(move |a| a.store_mut().login(&body.user, &body.password, &origin))
             .await?,
     )
+}
+
+async fn session(Extension(actor): Extension<Actor>) -> Res {
+    ok(json!({
+        "user": actor.name,
+        "role": actor.role,
+        "allowed": routes::allowed(actor.role),
+    }))
 }
 
 async fn logout(State(s): State<AppState>, Extension(actor): Extension<Actor>) -> Res {

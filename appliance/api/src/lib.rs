@@ -4,14 +4,23 @@
 //! permission for the caller's role, and answered with security headers;
 //! errors are JSON with a stable `kind` and a message that says what to do.
 //! All work is done by the appliance library; this crate only speaks HTTP.
+//! The web console at `/` is served from files compiled in (`console`).
 #![deny(missing_docs)]
 
 mod ai;
+mod backups;
+mod console;
 mod handlers;
+mod host;
 mod mcp;
+mod media;
 mod metrics;
 pub mod routes;
 pub mod tls;
+
+pub use backups::Backups;
+pub use host::HostError;
+pub use media::Media;
 
 use appliance::{Actor, Appliance};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -43,7 +52,7 @@ pub enum Error {
 }
 
 /// How `spoke serve` listens.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Address to bind (port 0 picks a free one).
     pub addr: SocketAddr,
@@ -53,6 +62,10 @@ pub struct Config {
     pub rate_limit: u32,
     /// Most AI requests running at once (further ones answer 429).
     pub ai_concurrency: usize,
+    /// Media the console may inspect and install (`spoke serve --media`).
+    pub media: Option<Arc<dyn Media>>,
+    /// The backup directory (`spoke serve --backup-to`).
+    pub backups: Option<Arc<dyn Backups>>,
 }
 
 /// A request error: HTTP status, stable kind, actionable message.
@@ -84,6 +97,12 @@ fn status_for(kind: &str) -> StatusCode {
         "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "unsupported_media" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unreadable" | "kernel" => StatusCode::UNPROCESSABLE_ENTITY,
+        // A medium the spoke refuses (bundles::Error kinds): the request
+        // was fine, what it names is not acceptable.
+        "bad_signature" | "unknown_key" | "threshold_not_met" | "rollback" | "mix_and_match"
+        | "expired" | "digest_mismatch" | "truncated" | "decompression_bomb" | "path_traversal"
+        | "absolute_path" | "link" | "device_node" | "duplicate_path" | "unknown_format"
+        | "metadata" | "not_for_this_spoke" => StatusCode::UNPROCESSABLE_ENTITY,
         "quota" | "busy" => StatusCode::TOO_MANY_REQUESTS,
         "ai_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -166,6 +185,8 @@ pub struct AppState {
     gateway: Arc<gateway::Gateway>,
     metrics: Arc<metrics::Metrics>,
     limiter: Arc<Limiter>,
+    media: Option<Arc<dyn Media>>,
+    backups: Option<Arc<dyn Backups>>,
 }
 
 impl AppState {
@@ -270,16 +291,25 @@ async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -
     response
 }
 
+/// The API's headers on every response; the console's own files keep
+/// their (same-origin only) Content-Security-Policy, everything else
+/// gets one that allows nothing.
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    let console = h
+        .get(header::CONTENT_SECURITY_POLICY)
+        .map(HeaderValue::as_bytes)
+        == Some(console::CSP.as_bytes());
+    if !console {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     for (name, value) in [
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
-        (
-            "content-security-policy",
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
         ("referrer-policy", "no-referrer"),
         ("cache-control", "no-store"),
         ("strict-transport-security", "max-age=31536000"),
@@ -301,10 +331,13 @@ pub fn router(appliance: Appliance, config: &Config) -> axum::Router {
             rate: f64::from(rate_limit),
             buckets: Mutex::new(HashMap::new()),
         }),
+        media: config.media.clone(),
+        backups: config.backups.clone(),
     };
     handlers::routes(max_upload)
         .nest_service("/mcp", mcp::service(state.clone()))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .merge(console::routes())
         .fallback(|req: Request| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -2,7 +2,7 @@
 //! authorisation layer, the OpenAPI document and the role-matrix tests all
 //! read this table, so they cannot disagree.
 
-use appliance::Permission;
+use appliance::{Permission, Role};
 
 /// One endpoint.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +54,12 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/session",
         None,
         "Sign in with user name and password; returns a bearer token",
+    ),
+    r(
+        "GET",
+        "/api/v1/session",
+        Some(Read),
+        "Who is signed in: user, role and every endpoint that role may call",
     ),
     r(
         "DELETE",
@@ -258,6 +264,42 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "GET",
+        "/api/v1/media",
+        Some(Admin),
+        "Media in the media directory (`spoke serve --media DIR`)",
+    ),
+    r(
+        "GET",
+        "/api/v1/media/progress",
+        Some(Admin),
+        "Progress of the running (or last) media install",
+    ),
+    r(
+        "POST",
+        "/api/v1/media/{id}/preview",
+        Some(Admin),
+        "Verify a medium's signatures and list what it holds; installs nothing",
+    ),
+    r(
+        "POST",
+        "/api/v1/media/{id}/install",
+        Some(Admin),
+        "Verify and install a medium; returns what was installed and the pack change proposed",
+    ),
+    r(
+        "GET",
+        "/api/v1/backups",
+        Some(Admin),
+        "Backups in the backup directory (`spoke serve --backup-to DIR`)",
+    ),
+    r(
+        "POST",
+        "/api/v1/backups",
+        Some(Admin),
+        "Take a backup now (the schedule's recipients and retention)",
+    ),
+    r(
+        "GET",
         "/api/v1/ai/status",
         Some(Read),
         "Tier A: active models (with digests), passage vectors, today's AI requests and the plan's limit",
@@ -305,6 +347,16 @@ pub const ROUTES: &[Route] = &[
 /// Finds the route for a matched path and method.
 pub fn find(method: &str, path: &str) -> Option<&'static Route> {
     ROUTES.iter().find(|r| r.method == method && r.path == path)
+}
+
+/// Every endpoint `role` may call, as `METHOD path` (the console shows
+/// only what these allow; the guard still checks each request).
+pub fn allowed(role: Role) -> Vec<String> {
+    ROUTES
+        .iter()
+        .filter(|r| r.permission.is_none_or(|p| role.allows(p)))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
 }
 
 /// The OpenAPI 3.1 document, generated from [`ROUTES`].

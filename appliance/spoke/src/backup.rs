@@ -687,6 +687,32 @@ pub(crate) fn backup_every(
     });
 }
 
+/// The backup directory of `spoke serve --backup-to`, for the console:
+/// lists its backups and takes one now with the schedule's recipients and
+/// retention.
+pub(crate) struct ServedBackups {
+    /// The data directory.
+    pub(crate) d: DataDir,
+    /// The backup directory.
+    pub(crate) to: PathBuf,
+    /// Who can decrypt.
+    pub(crate) recipients: Vec<age::x25519::Recipient>,
+    /// Retention.
+    pub(crate) keep: Option<usize>,
+}
+
+impl api::Backups for ServedBackups {
+    fn list(&self) -> Result<serde_json::Value, api::HostError> {
+        let names = BackupDir::new(&self.to).list()?;
+        Ok(serde_json::json!({ "dir": self.to, "keep": self.keep, "backups": names }))
+    }
+
+    fn run(&self) -> Result<serde_json::Value, api::HostError> {
+        let report = backup(&self.d, &self.to, &self.recipients, self.keep, &())?;
+        Ok(serde_json::to_value(report).unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -308,6 +308,11 @@ pub enum Command {
         /// Seconds between looks at the watched directory.
         #[arg(long, default_value_t = 5)]
         watch_every: u64,
+        /// Where removable media are mounted, for the console's Import page:
+        /// media there are verified, previewed and installed when an
+        /// administrator asks (unlike --watch, which imports at once).
+        #[arg(long)]
+        media: Option<PathBuf>,
         /// Pull from this hub URL on a schedule (pull-only; the hub never connects here).
         #[arg(long)]
         sync_from: Option<String>,
@@ -921,6 +926,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             max_upload,
             watch,
             watch_every,
+            media,
             sync_from,
             sync_ca,
             sync_every,
@@ -931,10 +937,23 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             backup_recipient,
         } => {
             let mut a = open(&data)?;
+            let mut backups = None;
             if let Some(to) = backup_to {
                 let every = crate::backup::parse_duration(&backup_every)?;
                 let recipients = durable::recipients(a.dir(), &backup_recipient)?;
-                crate::backup::backup_every(a.dir().clone(), to, recipients, backup_keep, every);
+                crate::backup::backup_every(
+                    a.dir().clone(),
+                    to.clone(),
+                    recipients.clone(),
+                    backup_keep,
+                    every,
+                );
+                backups = Some(std::sync::Arc::new(crate::backup::ServedBackups {
+                    d: a.dir().clone(),
+                    to,
+                    recipients,
+                    keep: backup_keep,
+                }) as std::sync::Arc<dyn api::Backups>);
             }
             if let Some(dir) = watch {
                 intake::watch_media(
@@ -963,11 +982,17 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             };
             let runtime = tokio::runtime::Runtime::new()
                 .map_err(|e| Error::Usage(format!("start the async runtime: {e}")))?;
+            let media = media.map(|dir| {
+                std::sync::Arc::new(intake::MediaDir::new(a.dir().clone(), dir))
+                    as std::sync::Arc<dyn api::Media>
+            });
             let config = api::Config {
                 addr,
                 tls,
                 rate_limit,
                 ai_concurrency,
+                media,
+                backups,
             };
             runtime.block_on(api::serve(a, config, |url| {
                 if json {
@@ -1151,8 +1176,7 @@ fn import_out(
     change: Option<&Change>,
     sync: Option<&agent::sync::SyncReport>,
 ) -> Result<(), Error> {
-    let mut value = serde_json::to_value(report).map_err(|e| Error::Usage(e.to_string()))?;
-    value["change"] = serde_json::to_value(change).unwrap_or_default();
+    let mut value = intake::import_json(report, change);
     let mut lines: Vec<String> = report
         .installed
         .iter()

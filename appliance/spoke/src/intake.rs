@@ -6,12 +6,14 @@
 
 use crate::{identity, Error};
 use agent::sync::{SyncOptions, SyncReport};
-use agent::{ImportReport, Registry, RegistryError, VerifiedBundle};
+use agent::{ImportReport, Preview, Registry, RegistryError, VerifiedBundle};
 use appliance::changes::Change;
 use appliance::{Actor, Appliance, DataDir, InstalledBundle};
 use bundles::Progress;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The appliance seen through the agent's [`Registry`] trait: records what
@@ -143,6 +145,126 @@ pub(crate) fn import_medium(
     let age = identity::age_identity(&d.identity_dir())?;
     let report = agent::import(&agent_paths(d), medium, Some(&age), &mut registry, progress)?;
     Ok((report, registry.change))
+}
+
+/// Verifies a medium's signed metadata and lists what it holds; installs nothing.
+pub(crate) fn preview_medium(d: &DataDir, medium: &Path) -> Result<Preview, Error> {
+    let registry = registry(d)?;
+    let age = identity::age_identity(&d.identity_dir())?;
+    Ok(agent::preview(
+        &agent_paths(d),
+        medium,
+        Some(&age),
+        &registry,
+    )?)
+}
+
+/// What an import or sync installed, with the pack change it proposed, as
+/// `spoke import --json` and the console show it.
+pub(crate) fn import_json(report: &ImportReport, change: Option<&Change>) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).unwrap_or_default();
+    value["change"] = serde_json::to_value(change).unwrap_or_default();
+    value
+}
+
+/// The media directory as the console sees it (`spoke serve --media DIR`):
+/// media are named by their directory's name and imported only when an
+/// administrator asks, through the same path as `spoke import`.
+pub(crate) struct MediaDir {
+    d: DataDir,
+    dir: PathBuf,
+    meter: Meter,
+}
+
+/// Progress of the running (or last) install.
+#[derive(Default)]
+struct Meter {
+    medium: Mutex<String>,
+    running: AtomicBool,
+    total: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Progress for Meter {
+    fn set_len(&self, len: u64) {
+        self.total.store(len, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+    }
+    fn inc(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl MediaDir {
+    pub(crate) fn new(d: DataDir, dir: PathBuf) -> Self {
+        MediaDir {
+            d,
+            dir,
+            meter: Meter::default(),
+        }
+    }
+
+    /// The medium listed under `name` (never a path from the request).
+    fn medium(&self, name: &str) -> Result<PathBuf, api::HostError> {
+        media_in(&self.dir)
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n == name))
+            .ok_or_else(|| api::HostError {
+                kind: "not_found",
+                message: format!(
+                    "no medium {name:?} in {}; insert it, wait until it is mounted, then reload",
+                    self.dir.display()
+                ),
+            })
+    }
+}
+
+impl api::Media for MediaDir {
+    fn list(&self) -> Result<serde_json::Value, api::HostError> {
+        let media: Vec<serde_json::Value> = media_in(&self.dir)
+            .iter()
+            .map(|p| {
+                let info: Option<bundles::medium::MediumInfo> =
+                    std::fs::read(p.join("medium.json"))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok());
+                serde_json::json!({
+                    "id": p.file_name().map(|n| n.to_string_lossy()),
+                    "encrypted": info.as_ref().map(|i| i.encrypted),
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "dir": self.dir, "media": media }))
+    }
+
+    fn preview(&self, name: &str) -> Result<serde_json::Value, api::HostError> {
+        let preview = preview_medium(&self.d, &self.medium(name)?).map_err(api::HostError::from)?;
+        Ok(serde_json::to_value(preview).unwrap_or_default())
+    }
+
+    fn install(&self, name: &str) -> Result<serde_json::Value, api::HostError> {
+        let medium = self.medium(name)?;
+        if self.meter.running.swap(true, Ordering::SeqCst) {
+            return Err(Error::Agent(agent::Error::Busy).into());
+        }
+        if let Ok(mut m) = self.meter.medium.lock() {
+            name.clone_into(&mut m);
+        }
+        self.meter.set_len(0);
+        let result = import_medium(&self.d, &medium, &self.meter);
+        self.meter.running.store(false, Ordering::SeqCst);
+        let (report, change) = result.map_err(api::HostError::from)?;
+        Ok(import_json(&report, change.as_ref()))
+    }
+
+    fn progress(&self) -> serde_json::Value {
+        serde_json::json!({
+            "medium": self.meter.medium.lock().map(|m| m.clone()).unwrap_or_default(),
+            "running": self.meter.running.load(Ordering::SeqCst),
+            "total": self.meter.total.load(Ordering::Relaxed),
+            "done": self.meter.done.load(Ordering::Relaxed),
+        })
+    }
 }
 
 /// Pulls from a hub or mirror and installs what is new.

@@ -70,3 +70,13 @@ impl Error {
         }
     }
 }
+
+/// Work done for the API (media, backups) reports its kind and message.
+impl From<Error> for api::HostError {
+    fn from(e: Error) -> Self {
+        api::HostError {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
