@@ -47,18 +47,27 @@ fn models_arrive_as_signed_bundles_and_answers_cite_the_right_document() {
     assert_eq!(a["embedding_model"]["cid"], ecid.as_str());
     let cites = a["citations"].as_array().unwrap();
     assert!(!cites.is_empty(), "{a}");
-    assert_eq!(cites[0]["filename"], "hydra-serum-cpsr.txt", "{a}");
-    assert_eq!(cites[0]["n"], 1);
+    for (i, c) in cites.iter().enumerate() {
+        assert_eq!(c["n"], i + 1, "{a}");
+    }
+    // The tiny embedder's weights are random, so only the BM25 side of the
+    // fused ranking means anything here (the real-model test checks the
+    // fused order).
+    let cite = cites
+        .iter()
+        .find(|c| c["bm25_rank"] == 1)
+        .unwrap_or_else(|| panic!("no BM25 hit: {a}"));
+    assert_eq!(cite["filename"], "hydra-serum-cpsr.txt", "{a}");
     // The cited passage is exactly the stated range of the document's text.
     let text = std::fs::read_to_string(
         common::root().join("bundles/examples/samples/hydra-serum-cpsr.txt"),
     )
     .unwrap();
     let (start, end) = (
-        cites[0]["start"].as_u64().unwrap() as usize,
-        cites[0]["end"].as_u64().unwrap() as usize,
+        cite["start"].as_u64().unwrap() as usize,
+        cite["end"].as_u64().unwrap() as usize,
     );
-    assert_eq!(cites[0]["text"].as_str().unwrap(), &text[start..end]);
+    assert_eq!(cite["text"].as_str().unwrap(), &text[start..end]);
     assert_eq!(a["generation"]["completion_tokens"], 12);
     // Greedy decoding repeats exactly.
     let again = ask(
@@ -269,10 +278,16 @@ fn the_api_embeds_streams_chat_answers_and_guards_model_switches() {
         Some(json!({"question": "Mystery Balm fragrance supplier", "max_tokens": 8})),
     );
     assert_eq!(status, 200, "{a}");
-    assert_eq!(
-        a["citations"][0]["filename"], "mystery-balm-cpsr.txt",
-        "{a}"
-    );
+    // The tiny embedder's weights are random, so only the BM25 side of the
+    // fused ranking means anything here (the real-model test checks the
+    // fused order): the passage that names the supplier ranks first there.
+    let by_bm25 = a["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["bm25_rank"] == 1)
+        .unwrap_or_else(|| panic!("no BM25 hit: {a}"));
+    assert_eq!(by_bm25["filename"], "mystery-balm-cpsr.txt", "{a}");
 
     // Bad input is refused before any model runs.
     for bad in [
