@@ -674,3 +674,41 @@ fn the_console_is_served_from_the_binary_and_the_session_says_what_the_role_may_
         );
     }
 }
+
+#[test]
+fn the_os_and_its_boot_slots_are_shown_only_on_the_appliance_image() {
+    let env = Env::new();
+    let d = spoke_with_users(&env);
+    let plain = serve(&env, &d, &["--rate-limit", "0"]);
+    let viewer = login(&plain, "viewer");
+    let r = get(&plain, "/api/v1/os", &viewer);
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--esp"));
+    drop(plain);
+
+    // An ESP as the image lays it out: slot a blessed, slot b on trial.
+    let esp = env.path("esp");
+    let slots = esp.join("EFI/Linux");
+    std::fs::create_dir_all(&slots).unwrap();
+    std::fs::write(slots.join("eurocomply-a.efi"), b"not a real UKI").unwrap();
+    std::fs::write(slots.join("eurocomply-b+2-1.efi"), b"not a real UKI").unwrap();
+    let s = serve(
+        &env,
+        &d,
+        &["--rate-limit", "0", "--esp", &esp.display().to_string()],
+    );
+    let viewer = login(&s, "viewer");
+    let r = get(&s, "/api/v1/os", &viewer);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let slots = r.body["slots"].as_array().unwrap();
+    let a = slots.iter().find(|s| s["slot"] == "a").unwrap();
+    let b = slots.iter().find(|s| s["slot"] == "b").unwrap();
+    assert_eq!(a["blessed"], true);
+    assert_eq!(b["blessed"], false);
+    assert_eq!(b["tries_left"], 2);
+    assert_eq!(b["tries_done"], 1);
+    assert!(r.body["capabilities"]["schema_version"].as_u64().unwrap() > 0);
+}

@@ -22,13 +22,29 @@ function kv(pairs) {
 
 // ---------------------------------------------------------------- overview
 
+// The OS tile's lines: the running version and each A/B slot, or why there are none.
+function osLines(os) {
+  if (!os) {
+    return [h('p', {}, 'OS version: not reported'),
+      h('p', {}, 'Slot state: not reported'),
+      h('p', { class: 'hint' }, 'This spoke does not run from the appliance image, so it has no OS version or boot slots to show.')];
+  }
+  const state = (s) => (s.blessed ? 'healthy' : s.failed ? 'failed, not retried'
+    : `on trial, ${s.tries_left ?? 0} tries left`);
+  return [h('p', {}, `OS ${os.running ?? 'unknown'}`),
+    h('ul', { id: 'os-slots' }, os.slots.map((s) => h('li', {},
+      `Slot ${s.slot}: ${s.version ?? 'unknown version'}, ${state(s)}${s.booted ? ', running' : ''}${s.next ? ', boots next' : ''}`)))];
+}
+
 export async function overview(me, main) {
   heading(main, 'Overview');
-  const [status, health, packs, models] = await Promise.all([
+  const [status, health, packs, models, os] = await Promise.all([
     call('GET', '/api/v1/status'),
     call('GET', '/health/deep').catch((e) => ({ error: e })),
     call('GET', '/api/v1/packs'),
     call('GET', '/api/v1/models').catch(() => []),
+    // 404 off the appliance image: no OS slots to show.
+    call('GET', '/api/v1/os').catch(() => null),
   ]);
   const installed = [...packs, ...(Array.isArray(models) ? models : [])]
     .map((b) => b.installed_at).filter(Boolean).sort();
@@ -60,9 +76,7 @@ export async function overview(me, main) {
     h('section', { class: 'tile', 'aria-labelledby': 't-sw' },
       h('h2', { id: 't-sw' }, 'Software'),
       h('p', {}, `Spoke ${status.version}`),
-      h('p', {}, 'OS version: not reported'),
-      h('p', {}, 'Slot state: not reported'),
-      h('p', { class: 'hint' }, 'This spoke does not run from an A/B system image, so it has no OS version or slots to show.'),
+      ...osLines(os),
       h('p', { class: 'hint' }, h('span', {}, 'Kernel build '), h('code', {}, status.kernel_build.slice(0, 16)))),
     h('section', { class: 'tile', 'aria-labelledby': 't-imp' },
       h('h2', { id: 't-imp' }, 'Last import or sync'),

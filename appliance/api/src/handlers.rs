@@ -120,7 +120,8 @@ pub(crate) fn routes(max_upload: u64) -> Router<AppState> {
         .route("/api/v1/support-access", post(grant_support))
         .merge(crate::ai::routes())
         .merge(crate::media::routes())
-        .merge(crate::backups::routes());
+        .merge(crate::backups::routes())
+        .merge(crate::os::routes());
     router.layer(DefaultBodyLimit::max(MAX_JSON))
 }
 

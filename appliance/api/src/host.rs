@@ -1,6 +1,7 @@
 //! Work the API hands to the program that hosts it (the spoke binary) through
 //! traits, because it needs crates this one must not depend on: importing
-//! media (the agent, [`crate::Media`]) and backups ([`crate::Backups`]).
+//! media (the agent, [`crate::Media`]), backups ([`crate::Backups`]) and the
+//! OS boot slots ([`crate::OsSlots`]).
 
 use crate::handlers::{ok, Res};
 use crate::ApiError;

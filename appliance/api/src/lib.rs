@@ -15,12 +15,14 @@ mod host;
 mod mcp;
 mod media;
 mod metrics;
+mod os;
 pub mod routes;
 pub mod tls;
 
 pub use backups::Backups;
 pub use host::HostError;
 pub use media::Media;
+pub use os::OsSlots;
 
 use appliance::{Actor, Appliance};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -66,6 +68,8 @@ pub struct Config {
     pub media: Option<Arc<dyn Media>>,
     /// The backup directory (`spoke serve --backup-to`).
     pub backups: Option<Arc<dyn Backups>>,
+    /// The OS and its boot slots (`spoke serve --esp`, on the appliance image).
+    pub os: Option<Arc<dyn OsSlots>>,
 }
 
 /// A request error: HTTP status, stable kind, actionable message.
@@ -187,6 +191,7 @@ pub struct AppState {
     limiter: Arc<Limiter>,
     media: Option<Arc<dyn Media>>,
     backups: Option<Arc<dyn Backups>>,
+    os: Option<Arc<dyn OsSlots>>,
 }
 
 impl AppState {
@@ -333,6 +338,7 @@ pub fn router(appliance: Appliance, config: &Config) -> axum::Router {
         }),
         media: config.media.clone(),
         backups: config.backups.clone(),
+        os: config.os.clone(),
     };
     handlers::routes(max_upload)
         .nest_service("/mcp", mcp::service(state.clone()))

@@ -300,6 +300,12 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "GET",
+        "/api/v1/os",
+        Some(Read),
+        "The running OS version and both A/B boot slots (on the appliance image)",
+    ),
+    r(
+        "GET",
         "/api/v1/ai/status",
         Some(Read),
         "Tier A: active models (with digests), passage vectors, today's AI requests and the plan's limit",

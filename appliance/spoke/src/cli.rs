@@ -313,6 +313,10 @@ pub enum Command {
         /// administrator asks (unlike --watch, which imports at once).
         #[arg(long)]
         media: Option<PathBuf>,
+        /// Where the EFI system partition is mounted, on the appliance image
+        /// (PID 1 passes it): `GET /api/v1/os` then shows the OS and its slots.
+        #[arg(long)]
+        esp: Option<PathBuf>,
         /// Pull from this hub URL on a schedule (pull-only; the hub never connects here).
         #[arg(long)]
         sync_from: Option<String>,
@@ -935,6 +939,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             backup_every,
             backup_keep,
             backup_recipient,
+            esp,
         } => {
             let mut a = open(&data)?;
             let mut backups = None;
@@ -993,6 +998,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 ai_concurrency,
                 media,
                 backups,
+                os: esp.map(|esp| {
+                    std::sync::Arc::new(crate::os::ServedOs { esp })
+                        as std::sync::Arc<dyn api::OsSlots>
+                }),
             };
             runtime.block_on(api::serve(a, config, |url| {
                 if json {

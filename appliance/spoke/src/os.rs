@@ -182,6 +182,23 @@ pub fn check(appliance: &appliance::Appliance) -> appliance::Health {
     health
 }
 
+/// The OS and its slots for `GET /api/v1/os` (`spoke serve --esp`).
+pub(crate) struct ServedOs {
+    /// Where the EFI system partition is mounted.
+    pub(crate) esp: PathBuf,
+}
+
+impl api::OsSlots for ServedOs {
+    fn status(&self) -> Result<serde_json::Value, api::HostError> {
+        let slots = status(&self.esp)?;
+        Ok(serde_json::json!({
+            "running": running_version().map(|v| v.to_string()),
+            "capabilities": Capabilities::current(),
+            "slots": slots,
+        }))
+    }
+}
+
 /// What `spoke os install` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Installed {

@@ -230,6 +230,8 @@ fn start_api(data: &Path, port: u16) -> Result<i32, String> {
         .arg(MEDIA_DIR)
         .arg("--watch-every")
         .arg("2")
+        .arg("--esp")
+        .arg(ESP_MOUNT)
         .env("SPOKE_LOG", "warn,spoke=info")
         .stdout(std::process::Stdio::piped())
         .spawn()
