@@ -5,7 +5,7 @@
 //! before it replaces anything. An existing non-empty data directory is only
 //! replaced with `--force`, and then by one atomic exchange of directories.
 
-use crate::backup::{BackupDir, Manifest};
+use crate::backup::{BackupDir, FileEntry, Manifest};
 use crate::Error;
 use appliance::{Appliance, DataDir, Store};
 use bundles::progress::Progress;
@@ -67,7 +67,104 @@ fn choose(dir: &BackupDir, from: &Path, name: Option<&str>) -> Result<String, Er
 /// Chunks decoded at once (each at most 1 MiB of plain bytes).
 const PARALLEL_CHUNKS: usize = 32;
 
-/// Writes every file of `manifest` below `stage`, each checked.
+/// The file being written: its handle and running digest.
+struct Open {
+    index: usize,
+    path: PathBuf,
+    out: std::fs::File,
+    hasher: Sha256,
+}
+
+/// Writes the files of a manifest in order: opens each (and creates the
+/// empty ones) when its first chunk arrives, and checks each one's digest
+/// and sets its mode when the next begins.
+struct Writer<'a> {
+    files: &'a [FileEntry],
+    paths: Vec<PathBuf>,
+    open: Option<Open>,
+    next: usize,
+    progress: &'a dyn Progress,
+}
+
+impl Writer<'_> {
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+        move |e| Error::Backup(format!("write {}: {e}", path.display()))
+    }
+
+    /// Finishes every file before `index` and opens file `index` (if any).
+    fn advance_to(&mut self, index: usize) -> Result<(), Error> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if self.open.as_ref().is_some_and(|o| o.index == index) {
+            return Ok(());
+        }
+        self.finish()?;
+        while self.next <= index && self.next < self.files.len() {
+            let path = self.paths[self.next].clone();
+            if let Some(parent) = path.parent() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(Self::io(&path))?;
+            }
+            let out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(Self::io(&path))?;
+            self.open = Some(Open {
+                index: self.next,
+                path,
+                out,
+                hasher: Sha256::new(),
+            });
+            self.next += 1;
+            if self.next <= index {
+                // A file with no chunks: empty, finished at once.
+                self.finish()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the open file's digest and sets its mode.
+    fn finish(&mut self) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(o) = self.open.take() else {
+            return Ok(());
+        };
+        let f = &self.files[o.index];
+        let found = hex::encode(o.hasher.finalize());
+        if found != f.sha256 {
+            return Err(Error::Backup(format!(
+                "{} restores to SHA-256 {found}, but the manifest says {}: the backup is damaged",
+                f.path, f.sha256
+            )));
+        }
+        o.out
+            .set_permissions(std::fs::Permissions::from_mode(f.mode & 0o777))
+            .map_err(Self::io(&o.path))
+    }
+
+    fn write(&mut self, decoded: Vec<(usize, Vec<u8>)>) -> Result<(), Error> {
+        for (index, plain) in decoded {
+            self.advance_to(index)?;
+            let o = self
+                .open
+                .as_mut()
+                .ok_or_else(|| Error::Backup("restore: no file is open".into()))?;
+            o.hasher.update(&plain);
+            o.out.write_all(&plain).map_err(Self::io(&o.path))?;
+            self.progress.inc(plain.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+/// Writes every file of `manifest` below `stage`, each checked. Chunks of
+/// all files form one stream: groups are decrypted, decompressed and checked
+/// on every core while the previous group is hashed and written in order.
 fn write_files(
     dir: &BackupDir,
     manifest: &Manifest,
@@ -76,13 +173,11 @@ fn write_files(
     progress: &dyn Progress,
 ) -> Result<u64, Error> {
     use rayon::prelude::*;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    progress.set_len(manifest.files.iter().map(|f| f.size).sum());
-    let mut bytes = 0;
+    // Every entry is checked before anything is written.
+    let mut paths = Vec::with_capacity(manifest.files.len());
     for f in &manifest.files {
         // Never a path out of the staging directory.
-        let rel = bundles::fsutil::safe_relative(&f.path)?;
-        let path = stage.join(&rel);
+        paths.push(stage.join(bundles::fsutil::safe_relative(&f.path)?));
         let declared: u64 = f.chunks.iter().map(|c| c.size).sum();
         if declared != f.size {
             return Err(Error::Backup(format!(
@@ -90,61 +185,41 @@ fn write_files(
                 f.path, f.size
             )));
         }
-        let io = |e: std::io::Error| Error::Backup(format!("write {}: {e}", path.display()));
-        if let Some(parent) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(io)?;
-        }
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        let mut hasher = Sha256::new();
-        // Chunks are decrypted, decompressed and checked on every core, one
-        // group while the previous group is hashed and written in order.
-        let decode = |group: &[bundles::index::ChunkRef]| {
-            group
-                .par_iter()
-                .map(|c| {
-                    let mut plain = Vec::new();
-                    dir.read_chunk(c, identities, &mut plain)?;
-                    Ok(plain)
-                })
-                .collect::<Result<Vec<_>, Error>>()
-        };
-        let mut write = |plains: Vec<Vec<u8>>| -> Result<(), Error> {
-            for plain in plains {
-                hasher.update(&plain);
-                out.write_all(&plain).map_err(io)?;
-                progress.inc(plain.len() as u64);
-            }
-            Ok(())
-        };
-        let mut decoded = Vec::new();
-        for group in f.chunks.chunks(PARALLEL_CHUNKS) {
-            let ready = std::mem::take(&mut decoded);
-            let (next, written) = rayon::join(|| decode(group), || write(ready));
-            written?;
-            decoded = next?;
-        }
-        write(decoded)?;
-        let found = hex::encode(hasher.finalize());
-        if found != f.sha256 {
-            return Err(Error::Backup(format!(
-                "{} restores to SHA-256 {found}, but the manifest says {}: the backup is damaged",
-                f.path, f.sha256
-            )));
-        }
-        out.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o777))
-            .map_err(io)?;
-        bytes += f.size;
     }
-    Ok(bytes)
+    progress.set_len(manifest.files.iter().map(|f| f.size).sum());
+    let chunks: Vec<(usize, &bundles::index::ChunkRef)> = manifest
+        .files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| f.chunks.iter().map(move |c| (i, c)))
+        .collect();
+    let decode = |group: &[(usize, &bundles::index::ChunkRef)]| {
+        group
+            .par_iter()
+            .map(|(i, c)| {
+                let mut plain = Vec::new();
+                dir.read_chunk(c, identities, &mut plain)?;
+                Ok((*i, plain))
+            })
+            .collect::<Result<Vec<_>, Error>>()
+    };
+    let mut writer = Writer {
+        files: &manifest.files,
+        paths,
+        open: None,
+        next: 0,
+        progress,
+    };
+    let mut decoded = Vec::new();
+    for group in chunks.chunks(PARALLEL_CHUNKS) {
+        let ready = std::mem::take(&mut decoded);
+        let (next, written) = rayon::join(|| decode(group), || writer.write(ready));
+        written?;
+        decoded = next?;
+    }
+    writer.write(decoded)?;
+    writer.advance_to(manifest.files.len())?;
+    Ok(manifest.files.iter().map(|f| f.size).sum())
 }
 
 /// Restores the backup `name` (the newest when `None`) from `from` into the
