@@ -9,20 +9,15 @@ use common::{snapshot, Env};
 use std::process::Command;
 
 /// An operator age key made with `age-keygen`: (identity file, recipient).
-fn operator_key(env: &Env, name: &str) -> (String, String) {
-    let path = env.s(name);
-    let out = Command::new("age-keygen")
-        .args(["-o", &path])
-        .output()
-        .expect("age-keygen is needed (apt-get install age; ci/setup.sh installs it)");
-    assert!(out.status.success(), "{out:?}");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let recipient = text
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: "))
-        .unwrap()
-        .to_string();
-    (path, recipient)
+/// `spoke restore` of the newest backup in `bk` into `data`.
+fn restore(env: &Env, data: &str, key: &str, force: bool) -> common::Run {
+    let mut args = vec!["restore", "--data", data, "--identity", key];
+    if force {
+        args.push("--force");
+    }
+    let bk = env.s("bk");
+    args.push(&bk);
+    env.spoke(&args)
 }
 
 /// Everything that must survive a backup: entities, documents, locks, audit head.
@@ -86,7 +81,9 @@ fn backup_restore_incremental_and_the_age_cli() {
         env.doc_add(&d, "sds", Some("hydra-serum"), None, &f).ok();
     }
     env.spoke(&["eval", "--data", &d, "--all"]).ok();
-    let (key, recipient) = operator_key(&env, "operator.key");
+    // An empty file and a file after it: restore writes files as one stream of chunks.
+    std::fs::write(env.path("spoke/empty"), b"").unwrap();
+    let (key, recipient) = env.age_key("operator.key");
     let before = state(&env, &d);
     assert!(
         before["search"].to_string().contains("hydra-serum"),
@@ -143,16 +140,8 @@ fn backup_restore_incremental_and_the_age_cli() {
     );
 
     // Restore onto a new directory gives the same spoke, digest for digest.
-    let r = env
-        .spoke(&[
-            "restore",
-            "--data",
-            &env.s("restored"),
-            "--identity",
-            &key,
-            &env.s("bk"),
-        ])
-        .ok();
+    let r = restore(&env, &env.s("restored"), &key, false).ok();
+    assert_eq!(std::fs::read(env.path("restored/empty")).unwrap(), b"");
     assert_eq!(r["backup"], name.as_str());
     assert_eq!(r["replaced"], false);
     let restored = env.s("restored");
@@ -221,8 +210,8 @@ fn backup_restore_incremental_and_the_age_cli() {
 fn bad_backups_are_refused_before_anything_is_written() {
     let env = Env::new();
     let d = env.sample_spoke("spoke");
-    let (key, recipient) = operator_key(&env, "operator.key");
-    let (other_key, _) = operator_key(&env, "other.key");
+    let (key, recipient) = env.age_key("operator.key");
+    let (other_key, _) = env.age_key("other.key");
     let first = backup(&env, &d, "bk", &recipient);
     let name = first["name"].as_str().unwrap().to_string();
 
@@ -230,16 +219,7 @@ fn bad_backups_are_refused_before_anything_is_written() {
     let existing = env.path("existing");
     std::fs::create_dir_all(&existing).unwrap();
     std::fs::write(existing.join("precious.txt"), b"keep").unwrap();
-    let msg = env
-        .spoke(&[
-            "restore",
-            "--data",
-            &env.s("existing"),
-            "--identity",
-            &key,
-            &env.s("bk"),
-        ])
-        .fails_with("conflict");
+    let msg = restore(&env, &env.s("existing"), &key, false).fails_with("conflict");
     assert!(msg.contains("--force"), "{msg}");
     assert_eq!(
         std::fs::read(existing.join("precious.txt")).unwrap(),
@@ -247,21 +227,11 @@ fn bad_backups_are_refused_before_anything_is_written() {
     );
     // Nor is the live spoke.
     let live = snapshot(&env.path("spoke"));
-    env.spoke(&["restore", "--data", &d, "--identity", &key, &env.s("bk")])
-        .fails_with("conflict");
+    restore(&env, &d, &key, false).fails_with("conflict");
     common::assert_same(&live, &snapshot(&env.path("spoke")));
 
     // A backup for another recipient is refused.
-    let msg = env
-        .spoke(&[
-            "restore",
-            "--data",
-            &env.s("r1"),
-            "--identity",
-            &other_key,
-            &env.s("bk"),
-        ])
-        .fails_with("backup");
+    let msg = restore(&env, &env.s("r1"), &other_key, false).fails_with("backup");
     assert!(msg.contains("not encrypted to"), "{msg}");
     assert!(!env.path("r1").exists());
 
@@ -292,17 +262,7 @@ fn bad_backups_are_refused_before_anything_is_written() {
         .spoke(&["verify-restore", "--identity", &key, &env.s("bk")])
         .fails_with("backup");
     assert!(msg.contains("damaged"), "{msg}");
-    let msg = env
-        .spoke(&[
-            "restore",
-            "--data",
-            &env.s("existing"),
-            "--identity",
-            &key,
-            "--force",
-            &env.s("bk"),
-        ])
-        .fails_with("backup");
+    let msg = restore(&env, &env.s("existing"), &key, true).fails_with("backup");
     assert!(msg.contains("damaged"), "{msg}");
     assert_eq!(
         std::fs::read(existing.join("precious.txt")).unwrap(),
@@ -328,15 +288,7 @@ fn bad_backups_are_refused_before_anything_is_written() {
     let manifest = env.path(&format!("bk/backups/{name}.age"));
     let m = std::fs::read(&manifest).unwrap();
     std::fs::write(&manifest, &m[..m.len() - 40]).unwrap();
-    env.spoke(&[
-        "restore",
-        "--data",
-        &env.s("r2"),
-        "--identity",
-        &key,
-        &env.s("bk"),
-    ])
-    .fails_with("backup");
+    restore(&env, &env.s("r2"), &key, false).fails_with("backup");
     assert!(!env.path("r2").exists());
     assert_eq!(parent_entries(), entries_before);
     std::fs::write(&manifest, &m).unwrap();
@@ -368,17 +320,7 @@ fn bad_backups_are_refused_before_anything_is_written() {
     std::fs::write(&manifest, &m).unwrap();
 
     // With --force a good backup replaces the directory in one swap.
-    let r = env
-        .spoke(&[
-            "restore",
-            "--data",
-            &env.s("existing"),
-            "--identity",
-            &key,
-            "--force",
-            &env.s("bk"),
-        ])
-        .ok();
+    let r = restore(&env, &env.s("existing"), &key, true).ok();
     assert_eq!(r["replaced"], true);
     assert!(!existing.join("precious.txt").exists());
     env.spoke(&["audit", "verify", "--data", &env.s("existing")])
@@ -394,7 +336,7 @@ fn reconstruction_from_fresh_spoke_bundles_and_latest_backup() {
     let env = Env::new();
     let d = env.sample_spoke("spoke");
     env.spoke(&["eval", "--data", &d, "--all"]).ok();
-    let (key, recipient) = operator_key(&env, "operator.key");
+    let (key, recipient) = env.age_key("operator.key");
     backup(&env, &d, "bk", &recipient);
     env.spoke(&["eval", "--data", &d, "--all"]).ok();
     let last = backup(&env, &d, "bk", &recipient);
@@ -407,16 +349,7 @@ fn reconstruction_from_fresh_spoke_bundles_and_latest_backup() {
     env.spoke_init("rebuilt");
     env.import("rebuilt", "usb").ok();
     let rebuilt = env.s("rebuilt");
-    env.spoke(&[
-        "restore",
-        "--data",
-        &rebuilt,
-        "--identity",
-        &key,
-        "--force",
-        &env.s("bk"),
-    ])
-    .ok();
+    restore(&env, &rebuilt, &key, true).ok();
     assert_eq!(state(&env, &rebuilt), before);
     assert_eq!(before["audit_entries"], last["audit_entries"]);
     let locks = before["locks"].as_array().unwrap();
@@ -440,7 +373,7 @@ fn reconstruction_from_fresh_spoke_bundles_and_latest_backup() {
 fn backup_while_serving_and_on_a_schedule() {
     let env = Env::new();
     let d = env.sample_spoke("spoke");
-    let (key, recipient) = operator_key(&env, "operator.key");
+    let (key, recipient) = env.age_key("operator.key");
     let (_server, url) = env.spoke_serve(
         &d,
         &[

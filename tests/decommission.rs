@@ -125,21 +125,19 @@ fn decommissioning_phases_legal_hold_and_destruction_certificate() {
         a.extend_from_slice(extra);
         env.spoke(&a)
     };
-    let (_, recipient) = {
-        let key = env.s("op.key");
-        let out = std::process::Command::new("age-keygen")
-            .args(["-o", &key])
-            .output()
-            .expect("age-keygen");
-        assert!(out.status.success());
-        let text = std::fs::read_to_string(&key).unwrap();
-        let r = text
-            .lines()
-            .find_map(|l| l.strip_prefix("# public key: "))
-            .unwrap()
-            .to_string();
-        (key, r)
+    let legal_hold = |reason: &str| {
+        env.spoke(&[
+            "lifecycle",
+            "--data",
+            &d,
+            "--set",
+            "LEGAL_HOLD",
+            "--reason",
+            reason,
+        ])
+        .ok();
     };
+    let (_, recipient) = env.age_key("op.key");
     env.spoke(&[
         "backup",
         "--data",
@@ -156,16 +154,7 @@ fn decommissioning_phases_legal_hold_and_destruction_certificate() {
     assert!(env.path("spoke/spoke.json").exists());
 
     // LEGAL_HOLD blocks decommissioning from the start.
-    env.spoke(&[
-        "lifecycle",
-        "--data",
-        &d,
-        "--set",
-        "LEGAL_HOLD",
-        "--reason",
-        "case 42",
-    ])
-    .ok();
+    legal_hold("case 42");
     dec(&["notice"]).fails_with("conflict");
     env.spoke(&[
         "lifecycle",
@@ -211,16 +200,7 @@ fn decommissioning_phases_legal_hold_and_destruction_certificate() {
     );
 
     // A legal hold set during the window blocks destruction.
-    env.spoke(&[
-        "lifecycle",
-        "--data",
-        &d,
-        "--set",
-        "LEGAL_HOLD",
-        "--reason",
-        "case 43",
-    ])
-    .ok();
+    legal_hold("case 43");
     let msg = destroy(&[]).fails_with("conflict");
     assert!(msg.contains("LEGAL_HOLD"), "{msg}");
     assert!(env.path("spoke/db/spoke.sqlite").exists());

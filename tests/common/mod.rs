@@ -121,6 +121,23 @@ impl Env {
         Self::run(env!("CARGO_BIN_EXE_spoke"), args, &[])
     }
 
+    /// An operator's age key made by `age-keygen` at `name`: (key file, recipient).
+    pub fn age_key(&self, name: &str) -> (String, String) {
+        let path = self.s(name);
+        let out = Command::new("age-keygen")
+            .args(["-o", &path])
+            .output()
+            .expect("age-keygen is needed (apt-get install age; ci/setup.sh installs it)");
+        assert!(out.status.success(), "{out:?}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let recipient = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# public key: "))
+            .unwrap()
+            .to_string();
+        (path, recipient)
+    }
+
     pub fn s(&self, rel: &str) -> String {
         self.path(rel).display().to_string()
     }
