@@ -689,6 +689,20 @@ fn the_os_and_its_boot_slots_are_shown_only_on_the_appliance_image() {
         .contains("--esp"));
     drop(plain);
 
+    // A mistyped ESP stops `spoke serve` before it listens.
+    let msg = env
+        .spoke(&[
+            "serve",
+            "--data",
+            &d,
+            "--addr",
+            "127.0.0.1:0",
+            "--esp",
+            &env.s("no-esp"),
+        ])
+        .fails_with("usage");
+    assert!(msg.contains("--esp"), "{msg}");
+
     // An ESP as the image lays it out: slot a blessed, slot b on trial.
     let esp = env.path("esp");
     let slots = esp.join("EFI/Linux");

@@ -941,6 +941,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             backup_recipient,
             esp,
         } => {
+            if let Some(esp) = esp.as_ref().filter(|e| !e.is_dir()) {
+                return Err(Error::Usage(format!(
+                    "--esp {}: no such directory; give where the EFI system partition is mounted",
+                    esp.display()
+                )));
+            }
             let mut a = open(&data)?;
             let mut backups = None;
             if let Some(to) = backup_to {
