@@ -1,22 +1,21 @@
 //! Chat generation with a quantised llama-architecture GGUF model
 //! (SmolLM2-135M-Instruct): chat template, context budgeting, sampling,
-//! stop sequences and streaming.
+//! stop sequences and streaming. The forward pass is [`crate::llama`].
 
 use std::fs::File;
-use std::io::Cursor;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file::{self, Content, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::LogitsProcessor;
-use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 use crate::gguf_tokenizer;
+use crate::llama::{Llama, MAX_CONTEXT};
+use crate::quant::Isa;
 
 /// Who said a chat message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,31 +112,6 @@ pub struct Generation {
     pub finish: Finish,
 }
 
-/// How [`Generator::load_file_with`] prepares the weights.
-#[derive(Clone, Debug)]
-pub struct LoadOptions {
-    /// Dequantise every quantised tensor to F32 at load, so that all matrix
-    /// products use candle's F32 GEMM. This is the default because candle
-    /// 0.11.1's quantised CPU matmul gives wrong logits for SmolLM2's
-    /// Q4_1/Q8_0 weights on this appliance's CPUs (greedy output is
-    /// gibberish; with F32 weights it matches transformers token for token).
-    /// Costs about 4× the memory of the quantised weights (≈ 0.6 GB).
-    pub dequantize_all: bool,
-    /// When not dequantising: re-quantise Q4_1 weight matrices to Q8_0 at
-    /// load, because candle has SIMD kernels for Q8_0 but only a generic one
-    /// for Q4_1.
-    pub requantize_q4_1_to_q8_0: bool,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions {
-            dequantize_all: true,
-            requantize_q4_1_to_q8_0: false,
-        }
-    }
-}
-
 /// Tokens fed to the model at once while reading the prompt.
 const PROMPT_CHUNK: usize = 512;
 
@@ -146,7 +120,7 @@ const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + m
 
 /// A loaded chat model.
 pub struct Generator {
-    model: ModelWeights,
+    model: Llama,
     tokenizer: Tokenizer,
     template: String,
     bos: Option<String>,
@@ -185,13 +159,9 @@ impl Generator {
         }
     }
 
-    /// Loads a GGUF file directly, re-quantising as [`LoadOptions::default`].
+    /// Loads a GGUF file directly. Q4_1 and Q8_0 weights stay as stored;
+    /// other quantisations are widened to F32.
     pub fn load_file(gguf: &Path) -> Result<Generator> {
-        Self::load_file_with(gguf, &LoadOptions::default())
-    }
-
-    /// Loads a GGUF file with explicit options.
-    pub fn load_file_with(gguf: &Path, opts: &LoadOptions) -> Result<Generator> {
         let device = Device::Cpu;
         let mut file = File::open(gguf).map_err(|e| Error::io(gguf, e))?;
         let ct = Content::read(&mut file)
@@ -220,47 +190,22 @@ impl Generator {
             .get("llama.context_length")
             .and_then(|v| v.to_u32().ok())
             .map(|v| v as usize)
-            .unwrap_or(MAX_SEQ_LEN);
-        let context_length = trained.min(MAX_SEQ_LEN);
+            .unwrap_or(MAX_CONTEXT);
+        let context_length = trained.min(MAX_CONTEXT);
 
         let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
         for info in ct.tensor_infos.values() {
             *counts.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;
         }
-        let has_q4_1 = ct
-            .tensor_infos
-            .values()
-            .any(|i| i.ggml_dtype == GgmlDType::Q4_1);
         let stored: Vec<String> = counts.iter().map(|(k, v)| format!("{v}×{k}")).collect();
-        let stored = stored.join(", ");
-        let target = if opts.dequantize_all {
-            Some((None, "all quantised tensors dequantised to F32 at load"))
-        } else if opts.requantize_q4_1_to_q8_0 && has_q4_1 {
-            Some((
-                Some(GgmlDType::Q4_1),
-                "Q4_1 matrices re-quantised to Q8_0 at load",
-            ))
-        } else {
-            None
-        };
-        let (model, quantization) = match target {
-            Some((only, what)) => {
-                let to = if only.is_some() {
-                    GgmlDType::Q8_0
-                } else {
-                    GgmlDType::F32
-                };
-                let (ct2, mut cursor) = requantize(&ct, &mut file, gguf, &device, only, to)?;
-                let model = ModelWeights::from_gguf(ct2, &mut cursor, &device)
-                    .map_err(|e| Error::format(gguf, format!("cannot build the model: {e}")))?;
-                (model, format!("stored {stored}; {what}"))
-            }
-            None => {
-                let model = ModelWeights::from_gguf(ct, &mut file, &device)
-                    .map_err(|e| Error::format(gguf, format!("cannot build the model: {e}")))?;
-                (model, format!("stored {stored}; used as stored"))
-            }
-        };
+        let model = Llama::from_gguf(&ct, &mut file, context_length)
+            .map_err(|e| Error::format(gguf, format!("cannot build the model: {e}")))?;
+        let quantization = format!(
+            "stored {}; matrices kept as {}, F32 activations ({} kernels)",
+            stored.join(", "),
+            model.formats(),
+            Isa::detect().name()
+        );
         Ok(Generator {
             model,
             tokenizer: tok.tokenizer,
@@ -383,11 +328,9 @@ impl Generator {
 
     fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Tensor> {
         let inf = |e: candle_core::Error| Error::inference(&self.path, e);
-        let input = Tensor::new(ids, &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(inf)?;
-        let logits = self.model.forward(&input, pos).map_err(inf)?;
-        logits.squeeze(0).map_err(inf)
+        let logits = self.model.forward(ids, pos).map_err(inf)?;
+        let n = logits.len();
+        Tensor::from_vec(logits, n, &self.device).map_err(inf)
     }
 
     /// Renders the model's chat template (from the GGUF's
@@ -439,7 +382,7 @@ impl Generator {
         if opts.max_tokens == 0 {
             return Ok(stream.finish(prompt_tokens, 0, Finish::Length));
         }
-        self.model.clear_kv_cache();
+        self.model.clear();
         let mut logits = None;
         let mut pos = 0;
         for chunk in prompt.chunks(PROMPT_CHUNK) {
@@ -578,42 +521,4 @@ impl Stream {
             finish,
         }
     }
-}
-
-/// Rewrites the GGUF in memory with its quantised tensors (or only those of
-/// type `only`) converted to `to`.
-fn requantize(
-    ct: &Content,
-    file: &mut File,
-    path: &Path,
-    device: &Device,
-    only: Option<GgmlDType>,
-    to: GgmlDType,
-) -> Result<(Content, Cursor<Vec<u8>>)> {
-    let fail = |e: candle_core::Error| Error::format(path, format!("cannot re-quantise: {e}"));
-    let mut names: Vec<&String> = ct.tensor_infos.keys().collect();
-    names.sort();
-    let mut tensors = Vec::with_capacity(names.len());
-    for name in &names {
-        let t = ct.tensor(file, name, device).map_err(fail)?;
-        let convert = match only {
-            Some(d) => t.dtype() == d,
-            None => !matches!(t.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16),
-        };
-        let t = if convert {
-            let f = t.dequantize(device).map_err(fail)?;
-            QTensor::quantize(&f, to).map_err(fail)?
-        } else {
-            t
-        };
-        tensors.push((name.as_str(), t));
-    }
-    let metadata: Vec<(&str, &Value)> = ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
-    let mut cursor = Cursor::new(Vec::new());
-    gguf_file::write(&mut cursor, &metadata, &refs).map_err(fail)?;
-    drop(tensors);
-    cursor.set_position(0);
-    let ct2 = Content::read(&mut cursor).map_err(fail)?;
-    Ok((ct2, cursor))
 }

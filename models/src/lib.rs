@@ -18,9 +18,9 @@ mod error;
 pub mod fixtures;
 mod generate;
 mod gguf_tokenizer;
+mod llama;
+mod quant;
 
 pub use embed::{Embedder, BATCH_SIZE, DEFAULT_MAX_LENGTH};
 pub use error::{Error, Result};
-pub use generate::{
-    ChatMessage, Finish, GenerateOptions, Generation, Generator, LoadOptions, Role,
-};
+pub use generate::{ChatMessage, Finish, GenerateOptions, Generation, Generator, Role};
