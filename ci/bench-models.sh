@@ -14,19 +14,27 @@ src="$(cd .cache/models/src && pwd)"
 gguf="$(ls "$src"/smollm2-135m-instruct/*.gguf)"
 
 venv=.cache/bench-venv
+# llama.cpp is built from source with AVX-512 (VNNI, VBMI, BF16) and without
+# AMX: its native build (which enables AMX on CPUs that report it) crashed
+# in its first decode on this machine.
+llama_cmake="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF"
 [ -x "$venv/bin/python3" ] || python3 -m venv "$venv"
 "$venv/bin/python3" -c 'import llama_cpp' 2>/dev/null \
-  || CMAKE_BUILD_PARALLEL_LEVEL="$threads" "$venv/bin/pip" install -q llama-cpp-python >&2
+  || CMAKE_BUILD_PARALLEL_LEVEL="$threads" CMAKE_ARGS="$llama_cmake" \
+       "$venv/bin/pip" install -q --no-cache-dir llama-cpp-python==0.3.36 >&2
 "$venv/bin/python3" -c 'import sentence_transformers' 2>/dev/null \
-  || "$venv/bin/pip" install -q sentence-transformers >&2
+  || "$venv/bin/pip" install -q sentence-transformers==6.2.0 >&2
 
-# candle 0.11 picks its quantised dot products at run time (AVX2/FMA,
-# AVX512-VNNI repacked tiles), but its other kernels are compiled for the
-# target: the default build is --release for this CPU, in its own target
-# directory. BENCH_PROFILE=dev and BENCH_RUSTFLAGS= reuse the test build.
+# The build measured is the one the appliance ships: --release with no
+# target-cpu, because the generator's kernels and candle's GEMM pick
+# AVX-512/AVX2 at run time. BENCH_RUSTFLAGS="-C target-cpu=native" or
+# BENCH_PROFILE=dev measure other builds (in their own target directory).
 profile="${BENCH_PROFILE:-release}"
-rustflags="${BENCH_RUSTFLAGS--C target-cpu=native}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/bench-native}"
+rustflags="${BENCH_RUSTFLAGS-}"
+if [ -n "$rustflags" ]; then
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/bench-rustflags}"
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 RUSTFLAGS="$rustflags" cargo build -q --profile "$profile" -p models --bin models-bench >&2
 dir="$profile"; [ "$profile" = dev ] && dir=debug
 bin="$CARGO_TARGET_DIR/$dir/models-bench"
@@ -97,21 +105,23 @@ section = f"""## models-bench
 
 `ci/bench-models.sh` (not part of CI): crate `models` (candle 0.11.1, cargo
 profile `{profile}`{' (dependencies at opt-level 2)' if profile == 'dev' else ''}, `RUSTFLAGS="{rustflags}"`, {rustc}) against llama.cpp through
-llama-cpp-python {l['version']} (same GGUF, {threads} threads) and
+llama-cpp-python {l['version']} (same GGUF, {threads} threads; built from source with
+AVX-512 VNNI/VBMI/BF16, without AMX, see the script) and
 sentence-transformers {s['version']} (torch {s['torch']}, CPU, {threads} threads).
 Machine: {cpu}, {threads} threads. Best of several runs after a warm-up.
 
-SmolLM2-135M-Instruct Q4_1 GGUF. candle weights: {g['quantization']}.
+SmolLM2-135M-Instruct Q4_1 GGUF. Ours (own forward pass and kernels, GGUF read
+with candle): {g['quantization']}.
 llama.cpp runs the Q4_1 weights as stored. Prompt of {g['prompt_tokens']} tokens,
 {g['decode_tokens']} greedy tokens.
 
-| | candle (`models`) | llama.cpp | ratio (target) |
+| | ours (`models`) | llama.cpp | ratio (target) |
 | --- | --- | --- | --- |
 | prompt, tok/s | {g['prompt_tok_s']:.0f} | {l['prompt_tok_s']:.0f} | {r(g['prompt_tok_s'], l['prompt_tok_s'])} (≥ 0.8×) |
 | decode, tok/s | {g['decode_tok_s']:.1f} | {l['decode_tok_s']:.1f} | {r(g['decode_tok_s'], l['decode_tok_s'])} (≥ 1.0×) |
 | peak RSS, MiB | {g['peak_rss_mib']:.0f} | {l['peak_rss_mib']:.0f} | |
 
-all-MiniLM-L6-v2 (safetensors, F32), {e['sentences']} short sentences, batch {e['batch']}:
+all-MiniLM-L6-v2 (safetensors, F32, candle's BERT), {e['sentences']} short sentences, batch {e['batch']}, longest first on both sides:
 
 | | candle (`models`) | sentence-transformers | ratio (target) |
 | --- | --- | --- | --- |

@@ -79,10 +79,18 @@ impl Embedder {
     /// L2-normalised mean-pooled (attention-mask) sentence vectors, batched
     /// internally (32), truncation at the model's max length (256 tokens for
     /// MiniLM per sentence-transformers config; see [`Embedder::max_length`]).
+    /// As sentence-transformers does, texts are batched longest first, so
+    /// that a batch pads its texts to similar lengths; the vectors come back
+    /// in the order of `texts`.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(BATCH_SIZE) {
-            out.extend(self.embed_batch(chunk)?);
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(BATCH_SIZE) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            for (&i, v) in chunk.iter().zip(self.embed_batch(&batch)?) {
+                out[i] = v;
+            }
         }
         Ok(out)
     }
