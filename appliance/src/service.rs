@@ -407,7 +407,7 @@ impl Appliance {
     /// every document's object present and intact, index in step.
     pub fn deep_health(&self) -> Health {
         let start = Instant::now();
-        let mut checks = store_checks(&self.store, &self.objects, &HashSet::new());
+        let (mut checks, _) = store_checks(&self.store, &self.objects, &HashSet::new());
         let generation = self.store.generation().ok();
         checks.push((
             "search_index".into(),
@@ -435,23 +435,28 @@ impl Health {
     /// for a data directory not opened yet (a restore checks what it wrote
     /// and leaves the derived indexes to be rebuilt at the first start).
     /// Objects whose digest is in `verified` were just hashed by the caller
-    /// and are only checked to be present.
-    pub fn of_stores(dir: &DataDir, verified: &HashSet<String>) -> Result<Health, Error> {
+    /// and are only checked to be present. Also returns the audit chain's
+    /// end when it verifies, for the caller to compare with what it expects.
+    pub fn of_stores(
+        dir: &DataDir,
+        verified: &HashSet<String>,
+    ) -> Result<(Health, Option<crate::audit::Verified>), Error> {
         let start = Instant::now();
         dir.check_initialised()?;
         let store = Store::open(&dir.database())?;
-        let checks = store_checks(&store, &ObjectStore::new(dir.objects()), verified);
-        Ok(Health::of(checks, start))
+        let (checks, audit) = store_checks(&store, &ObjectStore::new(dir.objects()), verified);
+        Ok((Health::of(checks, start), audit))
     }
 }
 
 /// Database integrity, audit chain, every document's object present and
-/// intact (re-hashed unless its digest is in `verified`).
+/// intact (re-hashed unless its digest is in `verified`); with the chain's
+/// end when it verifies.
 fn store_checks(
     store: &Store,
     objects: &ObjectStore,
     verified: &HashSet<String>,
-) -> Vec<(String, bool, String)> {
+) -> (Vec<(String, bool, String)>, Option<crate::audit::Verified>) {
     let mut checks = Vec::new();
     let integrity: Result<String, _> = store
         .conn()
@@ -460,7 +465,8 @@ fn store_checks(
         Ok(s) => ("database".into(), s == "ok", s),
         Err(e) => ("database".into(), false, e.to_string()),
     });
-    checks.push(match store.audit_verify() {
+    let audit = store.audit_verify();
+    checks.push(match &audit {
         Ok(v) => ("audit_chain".into(), true, format!("{} entries", v.entries)),
         Err(e) => ("audit_chain".into(), false, e.to_string()),
     });
@@ -489,7 +495,7 @@ fn store_checks(
         }
         Err(e) => ("objects".into(), false, e.to_string()),
     });
-    checks
+    (checks, audit.ok())
 }
 
 /// `Ok(None)` for a row that is gone.

@@ -51,6 +51,23 @@ pub fn sync_filesystem(path: &Path) -> Result<()> {
     })
 }
 
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` (0
+/// for the rest of the file) to disk now, without waiting for them
+/// (`posix_fadvise(DONTNEED)`, which on Linux starts writeback and drops only
+/// pages already clean). Bulk writers call it as each file or stretch is
+/// complete, so the disk works while the CPU prepares the next and the final
+/// [`sync_filesystem`] waits for less. Advisory: an error changes nothing the
+/// caller relies on, so it is ignored.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let _ = nix::fcntl::posix_fadvise(
+        file.as_raw_fd(),
+        offset.try_into().unwrap_or(0),
+        len.try_into().unwrap_or(0),
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename, without
 /// fsync: readers never see a partial file, and the caller makes the batch
 /// durable with [`sync_filesystem`] before relying on it.

@@ -531,9 +531,14 @@ impl ChunkSources<'_> {
     }
 }
 
+/// Payload bytes written before their writeback is started (see
+/// [`fsutil::start_writeback`]).
+const WRITEBACK_STRETCH: u64 = 32 << 20;
+
 /// Reassembles a bundle's payload into `dest` (a fresh directory inside a staging area),
 /// verifying every chunk before it is decompressed. Files are not fsynced one by one:
-/// the caller syncs the staging filesystem once before committing. Chunks come from `sources`, so an
+/// the caller syncs the staging filesystem once before committing (their writeback is
+/// started as they are written). Chunks come from `sources`, so an
 /// offline delta that lacks the chunks the spoke already holds still assembles.
 pub fn assemble(
     index: &BundleIndex,
@@ -564,6 +569,8 @@ pub fn assemble(
             .open(&path)
             .map_err(Error::io("create", &path))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        // Bytes written, and how far writeback has been started.
+        let (mut written, mut kicked) = (0u64, 0u64);
         for batch in entry.chunks.chunks(32) {
             let plains: Vec<Vec<u8>> = batch
                 .par_iter()
@@ -576,9 +583,16 @@ pub fn assemble(
             for p in plains {
                 out.write_all(&p).map_err(Error::io("write", &path))?;
                 progress.inc(p.len() as u64);
+                written += p.len() as u64;
+            }
+            if written - kicked >= WRITEBACK_STRETCH {
+                out.flush().map_err(Error::io("write", &path))?;
+                fsutil::start_writeback(out.get_ref(), kicked, written - kicked);
+                kicked = written;
             }
         }
         out.flush().map_err(Error::io("write", &path))?;
+        fsutil::start_writeback(out.get_ref(), kicked, 0);
         if entry.mode == 0o755 {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))

@@ -7,7 +7,7 @@
 
 use crate::backup::{BackupDir, FileEntry, Manifest};
 use crate::Error;
-use appliance::{Appliance, DataDir, Store};
+use appliance::{Appliance, DataDir};
 use bundles::progress::Progress;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -144,7 +144,9 @@ impl Writer<'_> {
         }
         o.out
             .set_permissions(std::fs::Permissions::from_mode(f.mode & 0o777))
-            .map_err(Self::io(&o.path))
+            .map_err(Self::io(&o.path))?;
+        bundles::fsutil::start_writeback(&o.out, 0, 0);
+        Ok(())
     }
 
     fn write(&mut self, decoded: Vec<(usize, Vec<u8>)>) -> Result<(), Error> {
@@ -280,21 +282,13 @@ pub fn restore(
             "the manifest was signed by another spoke than the one it restores".into(),
         ));
     }
-    // The audit chain as it was at the snapshot, before anything opens it.
-    let audit = Store::open(&staged.database())?.audit_verify()?;
-    if audit.head != manifest.audit_head || audit.entries as u64 != manifest.audit_entries {
-        return Err(Error::Backup(format!(
-            "the restored audit chain ends at {} ({} entries), the manifest says {} ({}): the backup is inconsistent",
-            audit.head, audit.entries, manifest.audit_head, manifest.audit_entries
-        )));
-    }
     bundles::fsutil::create_private_dir(&staged.staging())?;
     agent::StagingLock::take(&staged.staging())?;
     // Database, chain and objects; the derived search indexes are not in the
     // backup and are rebuilt when the spoke first opens the directory.
     let hashed: std::collections::HashSet<String> =
         manifest.files.iter().map(|f| f.sha256.clone()).collect();
-    let health = appliance::Health::of_stores(&staged, &hashed)?;
+    let (health, audit) = appliance::Health::of_stores(&staged, &hashed)?;
     if !health.ok {
         let failed: Vec<String> = health
             .checks
@@ -305,6 +299,15 @@ pub fn restore(
         return Err(Error::Backup(format!(
             "the restored spoke fails its checks: {}",
             failed.join("; ")
+        )));
+    }
+    // The audit chain must end where it did at the snapshot.
+    let audit =
+        audit.ok_or_else(|| Error::Backup("the restored audit chain was not checked".into()))?;
+    if audit.head != manifest.audit_head || audit.entries as u64 != manifest.audit_entries {
+        return Err(Error::Backup(format!(
+            "the restored audit chain ends at {} ({} entries), the manifest says {} ({}): the backup is inconsistent",
+            audit.head, audit.entries, manifest.audit_head, manifest.audit_entries
         )));
     }
     bundles::fsutil::sync_filesystem(stage.path())?;

@@ -236,7 +236,7 @@ documents (4 MiB each, zstd -3 ratio about 3) in its object store: {total:.0} Mi
 `spoke backup` (SQLite online backup, zstd -3 chunks: FastCDC for files, one per page for the \
 database, each chunk encrypted with age, one syncfs, signed manifest) and `spoke restore` (decrypt and \
 decompress chunks on every core, check every chunk and file digest, audit chain, database integrity, \
-document objects, atomic rename; the derived search indexes are rebuilt at the first start, and neither \
+document objects, writeback of each file started as it is complete, one syncfs, atomic rename; the derived search indexes are rebuilt at the first start, and neither \
 side carries them). Baseline in the same run: `cp -a` of the data directory then `tar | zstd -3 -T0` (backup: {bz:.0} MiB), \
 and `zstd -d | tar -x` (restore), each followed by `sync`; no encryption and no verification. Incremental: \
 bytes the next backup writes after 1% growth (1% more entities and documents), and after editing 1% of the \
