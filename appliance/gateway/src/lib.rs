@@ -425,18 +425,26 @@ impl Gateway {
                 generation: None,
             });
         }
-        let messages = grounded_prompt(question, &passages);
-        let (model, generation) = self.with_generator(app, |model, g| {
-            let generation = g
-                .chat(&messages, opts, on_text)
-                .map_err(|source| Error::Model {
-                    task: "generation",
-                    source,
-                })?;
-            Ok((model.clone(), generation))
+        let (model, generation, given) = self.with_generator(app, |model, g| {
+            let model_err = |source| Error::Model {
+                task: "generation",
+                source,
+            };
+            // The weakest passages give way when the prompt would not leave
+            // the answer its room in the model's context.
+            let budget = g.context_length().saturating_sub(opts.max_tokens);
+            let given = fit(passages.len(), budget, |n| {
+                let prompt = g.render_chat(&grounded_prompt(question, &passages[..n]))?;
+                g.count_tokens(&prompt)
+            })
+            .map_err(model_err)?;
+            let messages = grounded_prompt(question, &passages[..given]);
+            let generation = g.chat(&messages, opts, on_text).map_err(model_err)?;
+            Ok((model.clone(), generation, given))
         })?;
         let citations = passages
             .into_iter()
+            .take(given)
             .enumerate()
             .map(|(i, passage)| Citation {
                 n: i + 1,
@@ -514,6 +522,21 @@ fn check_texts<'a>(texts: impl IntoIterator<Item = impl AsRef<str> + 'a>) -> Res
     Ok(())
 }
 
+/// The most of the first `available` passages (at least one) whose prompt,
+/// as `tokens(n)` counts it, fits `budget`. With none fitting it is one, and
+/// generation reports that the question does not fit.
+fn fit(
+    available: usize,
+    budget: usize,
+    mut tokens: impl FnMut(usize) -> models::Result<usize>,
+) -> models::Result<usize> {
+    let mut n = available;
+    while n > 1 && tokens(n)? > budget {
+        n -= 1;
+    }
+    Ok(n)
+}
+
 /// The messages for a grounded answer: numbered sources, then the question.
 fn grounded_prompt(question: &str, passages: &[Retrieved]) -> Vec<ChatMessage> {
     let mut sources = String::new();
@@ -538,6 +561,21 @@ fn grounded_prompt(question: &str, passages: &[Retrieved]) -> Vec<ChatMessage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passages_give_way_from_the_weakest_until_the_prompt_fits() {
+        // A prompt of 100 tokens per passage plus 50 for the question.
+        let cost = |n: usize| Ok(50 + 100 * n);
+        assert_eq!(fit(4, 1000, cost).unwrap(), 4);
+        assert_eq!(fit(4, 349, cost).unwrap(), 2);
+        assert_eq!(fit(4, 350, cost).unwrap(), 3);
+        assert_eq!(
+            fit(4, 10, cost).unwrap(),
+            1,
+            "one stays; generation says it does not fit"
+        );
+        assert_eq!(fit(1, 10, cost).unwrap(), 1);
+    }
 
     #[test]
     fn the_concurrency_limit_refuses_and_frees_its_slots() {
