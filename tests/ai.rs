@@ -100,6 +100,25 @@ fn models_arrive_as_signed_bundles_and_answers_cite_the_right_document() {
     );
     env.spoke(&["audit", "verify", "--data", &d]).ok();
 
+    // A long document is more passages than one batch of vectors: indexing
+    // catches up on all of them in one call, and a second call has nothing
+    // left to do.
+    let long = env.dir.path().join("long-report.txt");
+    let paragraph = "The supplier declares the substance below the concentration limit. ";
+    std::fs::write(&long, paragraph.repeat(700)).unwrap();
+    env.doc_add(&d, "report", None, None, &long).ok();
+    let before = st["passages"].as_u64().unwrap();
+    let indexed = env.spoke(&["ai", "index", "--data", &d]).ok();
+    let st = env.spoke(&["ai", "status", "--data", &d]).ok();
+    let added = st["passages"].as_u64().unwrap() - before;
+    assert!(added > 64, "{added} passages in the long document: {st}");
+    assert_eq!(indexed["embedded"].as_u64().unwrap(), added, "{indexed}");
+    assert_eq!(st["embedded_passages"], st["passages"], "{st}");
+    assert_eq!(
+        env.spoke(&["ai", "index", "--data", &d]).ok()["embedded"],
+        0
+    );
+
     // A new version is installed but not activated until an operator says so.
     let g2 = model_src(&env, "smol2-src", "tiny-smol", "0.2.0", "generation", 8);
     let g2cid = publish_model(&env, &g2, "smol2.bundle");

@@ -59,8 +59,10 @@ impl Error {
 
 /// Passages given to the model for one answer.
 const ASK_PASSAGES: usize = 4;
-/// Passages embedded per batch while catching up.
+/// Passages embedded per batch (and stored per transaction) while catching up.
 const EMBED_BATCH: usize = 64;
+/// Passages found per scan of the documents while catching up.
+const EMBED_ROUND: usize = 64 * EMBED_BATCH;
 /// Most texts in one embed request.
 pub const MAX_EMBED_TEXTS: usize = 256;
 /// Most characters of one text to embed or one question.
@@ -345,18 +347,24 @@ impl Gateway {
         };
         let mut added = 0;
         loop {
-            let batch = lock(app).passages_to_embed(&e.model.cid, EMBED_BATCH)?;
-            if batch.is_empty() {
+            // Finding what lacks a vector reads every document, so it is
+            // done once per round of many batches, not once per batch.
+            let round = lock(app).passages_to_embed(&e.model.cid, EMBED_ROUND)?;
+            if round.is_empty() {
                 return Ok(added);
             }
-            let texts: Vec<&str> = batch.iter().map(|p| p.text.as_str()).collect();
-            let vectors = e.engine.embed(&texts).map_err(|source| Error::Model {
-                task: "embedding",
-                source,
-            })?;
-            added += batch.len();
-            let pairs: Vec<_> = batch.into_iter().zip(vectors).collect();
-            lock(app).put_passage_vectors(&e.model.cid, &pairs)?;
+            let mut round = round.into_iter().peekable();
+            while round.peek().is_some() {
+                let batch: Vec<_> = round.by_ref().take(EMBED_BATCH).collect();
+                let texts: Vec<&str> = batch.iter().map(|p| p.text.as_str()).collect();
+                let vectors = e.engine.embed(&texts).map_err(|source| Error::Model {
+                    task: "embedding",
+                    source,
+                })?;
+                added += batch.len();
+                let pairs: Vec<_> = batch.into_iter().zip(vectors).collect();
+                lock(app).put_passage_vectors(&e.model.cid, &pairs)?;
+            }
         }
     }
 
