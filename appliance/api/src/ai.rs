@@ -87,9 +87,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let app = Arc::clone(&s.appliance);
     let gw = Arc::clone(&s.gateway);
-    tokio::task::spawn_blocking(move || f(&app, &gw).map_err(ApiError::from))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
+    crate::off_thread(move || f(&app, &gw).map_err(ApiError::from)).await
 }
 
 async fn status(State(s): State<AppState>) -> Res {

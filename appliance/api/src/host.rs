@@ -39,8 +39,5 @@ pub(crate) async fn blocking<T: ?Sized + Send + Sync + 'static>(
     service: Arc<T>,
     f: impl FnOnce(&T) -> Result<serde_json::Value, HostError> + Send + 'static,
 ) -> Res {
-    let v = tokio::task::spawn_blocking(move || f(service.as_ref()))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
-    ok(v)
+    ok(crate::off_thread(move || f(service.as_ref()).map_err(ApiError::from)).await?)
 }

@@ -201,7 +201,7 @@ impl AppState {
         f: impl FnOnce(&mut Appliance) -> Result<T, appliance::Error> + Send + 'static,
     ) -> Result<T, ApiError> {
         let app = Arc::clone(&self.appliance);
-        tokio::task::spawn_blocking(move || {
+        off_thread(move || {
             let mut guard = app.lock().map_err(|_| {
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -212,8 +212,17 @@ impl AppState {
             f(&mut guard).map_err(ApiError::from)
         })
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
     }
+}
+
+/// Runs blocking work (the store, the models, the host's files) on the
+/// blocking pool, so that it never stalls the server's async threads.
+pub(crate) async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
 fn bearer(req: &Request) -> Option<String> {
