@@ -636,10 +636,47 @@ mod x86 {
         out
     }
 
-    // The weights of a block are widened once and used for every
-    // activation row. With one row (decoding), each block's two halves are
-    // summed first and scaled once: three operations per block instead of
-    // four.
+    /// Adds one block, its 32 weights widened to `w` and scaled by `d`, times
+    /// the block of each of the `R` activation rows (the first at `x`, the
+    /// next `k` further) to `acc`. The weights are widened once for every
+    /// row; with one row (decoding) the block's two halves are summed first
+    /// and scaled once: three operations per block instead of four.
+    /// Caller: AVX-512F enabled, `x` valid for `R` rows of `k`.
+    #[inline(always)]
+    unsafe fn block<const R: usize>(
+        acc: &mut [[__m512; 2]; R],
+        w: [__m512; 2],
+        d: f32,
+        x: *const f32,
+        k: usize,
+    ) {
+        let d = _mm512_set1_ps(d);
+        if R == 1 {
+            let t = _mm512_fmadd_ps(
+                w[1],
+                _mm512_loadu_ps(x.add(16)),
+                _mm512_mul_ps(w[0], _mm512_loadu_ps(x)),
+            );
+            acc[0][0] = _mm512_fmadd_ps(t, d, acc[0][0]);
+        } else {
+            let (w0, w1) = (_mm512_mul_ps(w[0], d), _mm512_mul_ps(w[1], d));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xp = x.add(r * k);
+                a[0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xp), a[0]);
+                a[1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xp.add(16)), a[1]);
+            }
+        }
+    }
+
+    /// The sum of each row's accumulators into `out`.
+    /// Caller: AVX-512F enabled.
+    #[inline(always)]
+    unsafe fn reduce<const R: usize>(acc: &[[__m512; 2]; R], out: &mut [f32]) {
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
+        }
+    }
+
     impl Kernels for Avx512 {
         #[inline(always)]
         fn q4_1<const R: usize>(
@@ -683,28 +720,10 @@ mod x86 {
                         ));
                         let lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, low));
                         let hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
-                        let d = _mm512_set1_ps(d);
-                        if R == 1 {
-                            let xp = xs.as_ptr().add(b * QK);
-                            let t = _mm512_fmadd_ps(
-                                hi,
-                                _mm512_loadu_ps(xp.add(16)),
-                                _mm512_mul_ps(lo, _mm512_loadu_ps(xp)),
-                            );
-                            acc[0][0] = _mm512_fmadd_ps(t, d, acc[0][0]);
-                        } else {
-                            let (wl, wh) = (_mm512_mul_ps(lo, d), _mm512_mul_ps(hi, d));
-                            for (r, a) in acc.iter_mut().enumerate() {
-                                let xp = xs.as_ptr().add(r * k + b * QK);
-                                a[0] = _mm512_fmadd_ps(wl, _mm512_loadu_ps(xp), a[0]);
-                                a[1] = _mm512_fmadd_ps(wh, _mm512_loadu_ps(xp.add(16)), a[1]);
-                            }
-                        }
+                        block(&mut acc, [lo, hi], d, xs.as_ptr().add(b * QK), k);
                     }
                 }
-                for (o, a) in out.iter_mut().zip(&acc) {
-                    *o = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
-                }
+                reduce(&acc, out);
             }
         }
 
@@ -726,28 +745,10 @@ mod x86 {
                         let w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p)));
                         let w1 =
                             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(1))));
-                        let d = _mm512_set1_ps(d);
-                        if R == 1 {
-                            let xp = xs.as_ptr().add(b * QK);
-                            let t = _mm512_fmadd_ps(
-                                w1,
-                                _mm512_loadu_ps(xp.add(16)),
-                                _mm512_mul_ps(w0, _mm512_loadu_ps(xp)),
-                            );
-                            acc[0][0] = _mm512_fmadd_ps(t, d, acc[0][0]);
-                        } else {
-                            let (w0, w1) = (_mm512_mul_ps(w0, d), _mm512_mul_ps(w1, d));
-                            for (r, a) in acc.iter_mut().enumerate() {
-                                let xp = xs.as_ptr().add(r * k + b * QK);
-                                a[0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xp), a[0]);
-                                a[1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xp.add(16)), a[1]);
-                            }
-                        }
+                        block(&mut acc, [w0, w1], d, xs.as_ptr().add(b * QK), k);
                     }
                 }
-                for (o, a) in out.iter_mut().zip(&acc) {
-                    *o = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
-                }
+                reduce(&acc, out);
             }
         }
 
@@ -796,6 +797,27 @@ mod x86 {
         _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr() as *const __m128i))
     }
 
+    /// Adds one block, its 32 weights widened to `w` and scaled by `d`, times
+    /// the block of each of the `R` activation rows (the first at `x`, the
+    /// next `k` further) to `acc`.
+    /// Caller: AVX2 and FMA enabled, `x` valid for `R` rows of `k`.
+    #[inline(always)]
+    unsafe fn block8<const R: usize>(
+        acc: &mut [__m256; R],
+        w: [__m256; 4],
+        d: __m256,
+        x: *const f32,
+        k: usize,
+    ) {
+        let w = w.map(|v| _mm256_mul_ps(v, d));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xp = x.add(r * k);
+            for (j, wj) in w.iter().enumerate() {
+                *a = _mm256_fmadd_ps(*wj, _mm256_loadu_ps(xp.add(8 * j)), *a);
+            }
+        }
+    }
+
     /// Lane `i` of `v` in every lane.
     #[inline(always)]
     unsafe fn lane(v: __m256, i: usize) -> __m256 {
@@ -842,23 +864,17 @@ mod x86 {
                         let bytes = _mm_loadu_si128(q.as_ptr().add(b * 16) as *const __m128i);
                         let lo = _mm_and_si128(bytes, mask);
                         let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-                        let d = lane(dv, i);
                         let w = [
-                            _mm256_mul_ps(widen_u8(lo), d),
-                            _mm256_mul_ps(widen_u8(_mm_srli_si128(lo, 8)), d),
-                            _mm256_mul_ps(widen_u8(hi), d),
-                            _mm256_mul_ps(widen_u8(_mm_srli_si128(hi, 8)), d),
+                            widen_u8(lo),
+                            widen_u8(_mm_srli_si128(lo, 8)),
+                            widen_u8(hi),
+                            widen_u8(_mm_srli_si128(hi, 8)),
                         ];
-                        for (r, a) in acc.iter_mut().enumerate() {
-                            let xp = xs.as_ptr().add(r * k + b * QK);
-                            for (j, wj) in w.iter().enumerate() {
-                                *a = _mm256_fmadd_ps(*wj, _mm256_loadu_ps(xp.add(8 * j)), *a);
-                            }
-                        }
+                        block8(&mut acc, w, lane(dv, i), xs.as_ptr().add(b * QK), k);
                     }
                 }
-                for (r, a) in acc.iter().enumerate() {
-                    out[r] = hsum256(*a);
+                for (o, a) in out.iter_mut().zip(&acc) {
+                    *o = hsum256(*a);
                 }
             }
         }
@@ -878,23 +894,17 @@ mod x86 {
                         _mm_prefetch::<_MM_HINT_T0>(q.as_ptr().wrapping_add(b * QK + PREFETCH));
                         let p = q.as_ptr().add(b * QK) as *const __m128i;
                         let (v0, v1) = (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
-                        let d = lane(dv, i);
                         let w = [
-                            _mm256_mul_ps(widen_i8(v0), d),
-                            _mm256_mul_ps(widen_i8(_mm_srli_si128(v0, 8)), d),
-                            _mm256_mul_ps(widen_i8(v1), d),
-                            _mm256_mul_ps(widen_i8(_mm_srli_si128(v1, 8)), d),
+                            widen_i8(v0),
+                            widen_i8(_mm_srli_si128(v0, 8)),
+                            widen_i8(v1),
+                            widen_i8(_mm_srli_si128(v1, 8)),
                         ];
-                        for (r, a) in acc.iter_mut().enumerate() {
-                            let xp = xs.as_ptr().add(r * k + b * QK);
-                            for (j, wj) in w.iter().enumerate() {
-                                *a = _mm256_fmadd_ps(*wj, _mm256_loadu_ps(xp.add(8 * j)), *a);
-                            }
-                        }
+                        block8(&mut acc, w, lane(dv, i), xs.as_ptr().add(b * QK), k);
                     }
                 }
-                for (r, a) in acc.iter().enumerate() {
-                    out[r] = hsum256(*a);
+                for (o, a) in out.iter_mut().zip(&acc) {
+                    *o = hsum256(*a);
                 }
             }
         }
