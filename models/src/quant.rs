@@ -938,13 +938,20 @@ mod tests {
     /// dequantised weights, with activations that include outliers.
     #[test]
     fn products_match_the_dequantised_weights() {
-        for dtype in [
-            GgmlDType::Q4_1,
-            GgmlDType::Q8_0,
-            GgmlDType::F32,
-            GgmlDType::Q4K,
+        // Widths of 1, 8, 17 and 18 blocks: whole and partial groups of
+        // scales in both vector variants.
+        for (dtype, cols) in [
+            (GgmlDType::Q4_1, 256),
+            (GgmlDType::Q4_1, 576),
+            (GgmlDType::Q4_1, 544),
+            (GgmlDType::Q4_1, 32),
+            (GgmlDType::Q8_0, 256),
+            (GgmlDType::Q8_0, 576),
+            (GgmlDType::Q8_0, 32),
+            (GgmlDType::F32, 96),
+            (GgmlDType::Q4K, 256),
         ] {
-            let (rows, cols) = (70, 256);
+            let rows = 70;
             let w = QTensor::quantize(&random((rows, cols), 1), dtype).unwrap();
             let wf = w
                 .dequantize(&Device::Cpu)
