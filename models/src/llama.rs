@@ -84,9 +84,10 @@ impl Llama {
             candle_core::bail!("{heads} heads and {kv_heads} key/value heads do not fit {dim}");
         }
         let head_dim = dim / heads;
-        if rope_dim != head_dim {
+        if rope_dim != head_dim || !head_dim.is_multiple_of(2) {
             candle_core::bail!(
-                "rope over {rope_dim} of {head_dim} head dimensions is not supported"
+                "rope over {rope_dim} of {head_dim} head dimensions is not supported \
+                 (it must cover an even number of dimensions, all of them)"
             );
         }
         let embeddings = matrix(ct, reader, "token_embd.weight")?;
@@ -409,19 +410,36 @@ mod tests {
     use candle_transformers::models::quantized_llama::ModelWeights;
     use std::io::Cursor;
 
-    /// The same file with every quantised tensor dequantised to F32, as
-    /// candle's reference model reads it.
-    fn dequantised(path: &std::path::Path) -> (Content, Cursor<Vec<u8>>) {
+    /// A tiny random-weight llama GGUF (see `fixtures`) in a fresh directory.
+    fn tiny(context: u32, seed: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        crate::fixtures::write_tiny_generator(&path, context, seed).unwrap();
+        (dir, path)
+    }
+
+    /// The file at `path` written again with `tensor` applied to every tensor
+    /// and `meta` to every metadata entry, read back.
+    fn rewritten(
+        path: &std::path::Path,
+        tensor: impl Fn(QTensor) -> QTensor,
+        meta: impl Fn(&str, &Value) -> Value,
+    ) -> (Content, Cursor<Vec<u8>>) {
         let mut f = std::fs::File::open(path).unwrap();
         let ct = Content::read(&mut f).unwrap();
         let mut tensors = Vec::new();
         for name in ct.tensor_infos.keys() {
-            let t = ct.tensor(&mut f, name, &Device::Cpu).unwrap();
-            let t =
-                QTensor::quantize(&t.dequantize(&Device::Cpu).unwrap(), GgmlDType::F32).unwrap();
-            tensors.push((name.clone(), t));
+            tensors.push((
+                name.clone(),
+                tensor(ct.tensor(&mut f, name, &Device::Cpu).unwrap()),
+            ));
         }
-        let md: Vec<(&str, &Value)> = ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let md: Vec<(&str, Value)> = ct
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), meta(k, v)))
+            .collect();
+        let md: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
         let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let mut cur = Cursor::new(Vec::new());
         gguf_file::write(&mut cur, &md, &refs).unwrap();
@@ -434,13 +452,16 @@ mod tests {
     /// a prompt in two chunks, then single decode steps.
     #[test]
     fn logits_match_candles_llama() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tiny.gguf");
-        crate::fixtures::write_tiny_generator(&path, 128, 11).unwrap();
+        let (_dir, path) = tiny(128, 11);
         let mut f = std::fs::File::open(&path).unwrap();
         let ct = Content::read(&mut f).unwrap();
         let mut ours = Llama::from_gguf(&ct, &mut f, 128).unwrap();
-        let (ct2, mut cur) = dequantised(&path);
+        // Dequantised, as candle's reference multiplies in F32.
+        let (ct2, mut cur) = rewritten(
+            &path,
+            |t| QTensor::quantize(&t.dequantize(&Device::Cpu).unwrap(), GgmlDType::F32).unwrap(),
+            |_, v| v.clone(),
+        );
         let mut theirs = ModelWeights::from_gguf(ct2, &mut cur, &Device::Cpu).unwrap();
         let steps: [&[u32]; 4] = [&[1, 40, 41, 42, 7, 8], &[9, 10, 11], &[12], &[50]];
         let mut pos = 0;
@@ -489,11 +510,32 @@ mod tests {
             .all(|(x, y)| (x - y).abs() <= 1e-3 * scale));
     }
 
+    /// A model whose metadata gives one dimension per head (odd, so RoPE
+    /// cannot pair them) is refused with a reason, not a panic.
+    #[test]
+    fn unusable_head_shapes_are_refused() {
+        let (_dir, path) = tiny(16, 5);
+        let (ct, _) = rewritten(&path, |t| t, |_, v| v.clone());
+        let dim = ct.metadata["llama.embedding_length"].to_u32().unwrap();
+        let (ct, mut cur) = rewritten(
+            &path,
+            |t| t,
+            |k, v| match k {
+                "llama.attention.head_count" | "llama.attention.head_count_kv" => Value::U32(dim),
+                "llama.rope.dimension_count" => Value::U32(1),
+                _ => v.clone(),
+            },
+        );
+        let err = Llama::from_gguf(&ct, &mut cur, 16).err().expect("refused");
+        assert!(
+            err.to_string().contains("even number of dimensions"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn positions_and_ids_are_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tiny.gguf");
-        crate::fixtures::write_tiny_generator(&path, 16, 3).unwrap();
+        let (_dir, path) = tiny(16, 3);
         let mut f = std::fs::File::open(&path).unwrap();
         let ct = Content::read(&mut f).unwrap();
         let mut model = Llama::from_gguf(&ct, &mut f, 16).unwrap();
