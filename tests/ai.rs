@@ -83,6 +83,8 @@ fn models_arrive_as_signed_bundles_and_answers_cite_the_right_document() {
     assert!(st["passages"].as_u64().unwrap() >= 2, "{st}");
     assert_eq!(st["embedded_passages"], st["passages"]);
     assert_eq!(st["requests_today"], 2);
+    let backend = st["embedding_backend"].as_str().unwrap();
+    assert!(["amx-bf16", "f32"].contains(&backend), "{st}");
     let audit = env.spoke(&["audit", "list", "--data", &d]).ok();
     let asks: Vec<&Value> = audit
         .as_array()

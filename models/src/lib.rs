@@ -2,7 +2,8 @@
 //!
 //! - [`Embedder`]: sentence embeddings with a BERT encoder
 //!   (all-MiniLM-L6-v2, safetensors), mean-pooled and L2-normalised as
-//!   sentence-transformers does.
+//!   sentence-transformers does; its dense layers run on AMX tiles in BF16
+//!   where the CPU has them, else in F32 ([`Backend`]).
 //! - [`Generator`]: chat generation with a quantised llama-architecture GGUF
 //!   (SmolLM2-135M-Instruct Q4_1), its tokenizer rebuilt from the GGUF's
 //!   metadata and its Jinja chat template rendered.
@@ -12,6 +13,8 @@
 //! business. Errors are one enum, [`Error`], with a stable [`Error::kind`].
 #![deny(missing_docs)]
 
+mod bert;
+mod dense;
 mod embed;
 mod error;
 #[cfg(feature = "fixtures")]
@@ -21,6 +24,7 @@ mod gguf_tokenizer;
 mod llama;
 mod quant;
 
+pub use dense::Backend;
 pub use embed::{Embedder, BATCH_SIZE, DEFAULT_MAX_LENGTH};
 pub use error::{Error, Result};
 pub use generate::{ChatMessage, Finish, GenerateOptions, Generation, Generator, Role};

@@ -98,6 +98,25 @@ impl Isa {
             .collect()
     }
 
+    /// Runs `f` compiled for this variant (or, if this CPU lacks it, as
+    /// plain code): `f` is inlined into a function built with the variant's
+    /// target features, so that its loops vectorise to those registers,
+    /// where the crate itself is built for baseline x86-64.
+    pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        if self as u8 > Isa::detect() as u8 {
+            return f();
+        }
+        match self {
+            // SAFETY: detect() found the variant's features on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::with_avx512(f) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::with_avx2(f) },
+            _ => f(),
+        }
+    }
+
     /// Name for diagnostics.
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -613,6 +632,18 @@ mod x86 {
     const PREFETCH: usize = 2048;
 
     pub(super) struct Avx512;
+
+    /// `f` with AVX-512 enabled (see [`super::Isa::run`]).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
+    /// `f` with AVX2 enabled (see [`super::Isa::run`]).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
 
     /// Halves `h[g..g + 16]` (fewer at the end, the rest zero) widened.
     /// Caller: AVX-512F/BW/VL enabled.

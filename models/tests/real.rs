@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use models::{ChatMessage, Embedder, Finish, GenerateOptions, Generator, Role};
+use models::{Backend, ChatMessage, Embedder, Finish, GenerateOptions, Generator, Role};
 
 fn models_dir(test: &str) -> Option<PathBuf> {
     match std::env::var_os("EUROCOMPLY_MODELS_DIR") {
@@ -92,9 +92,6 @@ fn embeddings_match_sentence_transformers() {
     let Some(dir) = models_dir("embeddings_match_sentence_transformers") else {
         return;
     };
-    let e = Embedder::load(&dir.join("all-minilm-l6-v2")).unwrap();
-    assert_eq!(e.dim(), 384);
-    assert_eq!(e.max_length(), 256);
     let fixture: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/minilm-reference.json")).unwrap();
     let sentences: Vec<&str> = fixture["sentences"]
@@ -103,16 +100,22 @@ fn embeddings_match_sentence_transformers() {
         .iter()
         .map(|s| s.as_str().unwrap())
         .collect();
-    let got = e.embed(&sentences).unwrap();
-    for (i, want) in fixture["vectors"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<f32> = want
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        let c = cos(&got[i], &want);
-        assert!(c >= 0.999, "sentence {i}: cosine {c}");
+    for backend in Backend::available() {
+        let e = Embedder::load_with(&dir.join("all-minilm-l6-v2"), backend).unwrap();
+        assert_eq!(e.backend(), backend);
+        assert_eq!(e.dim(), 384);
+        assert_eq!(e.max_length(), 256);
+        let got = e.embed(&sentences).unwrap();
+        for (i, want) in fixture["vectors"].as_array().unwrap().iter().enumerate() {
+            let want: Vec<f32> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let c = cos(&got[i], &want);
+            assert!(c >= 0.999, "{} sentence {i}: cosine {c}", backend.name());
+        }
     }
 }
 

@@ -151,6 +151,9 @@ pub struct Answer {
 pub struct Status {
     /// Active embedding model.
     pub embedding: Option<ModelRef>,
+    /// How this machine computes embeddings: `amx-bf16` (Intel AMX) or
+    /// `f32`.
+    pub embedding_backend: &'static str,
     /// Active generation model.
     pub generation: Option<ModelRef>,
     /// Passages in all documents.
@@ -482,6 +485,7 @@ impl Gateway {
         };
         Ok(Status {
             embedding: embedding.as_ref().map(ModelRef::from),
+            embedding_backend: models::Backend::detect().name(),
             generation: generation.as_ref().map(ModelRef::from),
             passages: coverage.passages,
             embedded_passages: coverage.embedded,

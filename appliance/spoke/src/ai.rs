@@ -133,8 +133,9 @@ pub(crate) fn ai(json: bool, command: AiCommand) -> Result<(), Error> {
                     })
                 };
                 format!(
-                    "embedding  {}\ngeneration {}\npassages   {} ({} with vectors)\nrequests   {} today{}\ntier B     {}",
+                    "embedding  {} on {}\ngeneration {}\npassages   {} ({} with vectors)\nrequests   {} today{}\ntier B     {}",
                     m(&s.embedding),
+                    s.embedding_backend,
                     m(&s.generation),
                     s.passages,
                     s.embedded_passages,

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! models-bench generate MODELS_SRC_DIR   # prompt tok/s, decode tok/s, peak RSS (one JSON line)
-//! models-bench embed MODELS_SRC_DIR      # sentences/s over 1,000 sentences, peak RSS
+//! models-bench embed MODELS_SRC_DIR [BACKEND]  # sentences/s over 1,000 sentences, peak RSS
 //! models-bench sentences                 # the 1,000 sentences, one per line (for baselines)
+//! models-bench backends                  # the embedder's backends on this machine
 //! ```
 //!
 //! MODELS_SRC_DIR is the `src` directory `ci/fetch-models.sh` lays out.
@@ -13,7 +14,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
-use models::{ChatMessage, Embedder, GenerateOptions, Generator, Role};
+use models::{Backend, ChatMessage, Embedder, GenerateOptions, Generator, Role};
 
 /// Decode length measured.
 const DECODE_TOKENS: usize = 128;
@@ -147,8 +148,15 @@ fn generate(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn embed(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let e = Embedder::load(&dir.join("all-minilm-l6-v2"))?;
+fn embed(dir: &Path, backend: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    let backend = match backend {
+        None => Backend::detect(),
+        Some(name) => Backend::available()
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| format!("backend {name} is not available here"))?,
+    };
+    let e = Embedder::load_with(&dir.join("all-minilm-l6-v2"), backend)?;
     let s = sentences();
     let refs: Vec<&str> = s.iter().map(String::as_str).collect();
     e.embed(&refs[..64])?;
@@ -165,6 +173,7 @@ fn embed(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         "{}",
         serde_json::json!({
             "bench": "embed",
+            "backend": backend.name(),
             "sentences": SENTENCES,
             "batch": models::BATCH_SIZE,
             "sentences_s": SENTENCES as f64 / best,
@@ -179,7 +188,13 @@ fn main() -> std::process::ExitCode {
     let dir = args.get(2).map(Path::new);
     let r = match (args.get(1).map(String::as_str), dir) {
         (Some("generate"), Some(d)) => generate(d),
-        (Some("embed"), Some(d)) => embed(d),
+        (Some("embed"), Some(d)) => embed(d, args.get(3).map(String::as_str)),
+        (Some("backends"), _) => {
+            for b in Backend::available() {
+                println!("{}", b.name());
+            }
+            Ok(())
+        }
         (Some("sentences"), _) => {
             for s in sentences() {
                 println!("{s}");
@@ -187,7 +202,9 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }
         _ => {
-            eprintln!("usage: models-bench generate|embed MODELS_SRC_DIR | models-bench sentences");
+            eprintln!(
+                "usage: models-bench generate MODELS_SRC_DIR | models-bench embed MODELS_SRC_DIR [BACKEND] | models-bench sentences|backends"
+            );
             return std::process::ExitCode::from(2);
         }
     };
