@@ -56,6 +56,32 @@ fn age_decrypt(key: &str, file: &std::path::Path) -> Vec<u8> {
     out.stdout
 }
 
+/// Where each chunk sits, from the clear pack indexes of backup directory
+/// `bk`: id → (pack file, offset, length).
+fn pack_index(env: &Env) -> std::collections::HashMap<String, (std::path::PathBuf, usize, usize)> {
+    let mut out = std::collections::HashMap::new();
+    for e in std::fs::read_dir(env.path("bk/packs")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "idx") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut lines = text.lines();
+            assert!(lines
+                .next()
+                .unwrap()
+                .starts_with("eurocomply-backup-pack/1 "));
+            for line in lines {
+                let f: Vec<&str> = line.split(' ').collect();
+                let pack = path.with_extension("age");
+                out.insert(
+                    f[0].to_string(),
+                    (pack, f[1].parse().unwrap(), f[2].parse().unwrap()),
+                );
+            }
+        }
+    }
+    out
+}
+
 fn backup(env: &Env, d: &str, to: &str, recipient: &str) -> serde_json::Value {
     env.spoke(&[
         "backup",
@@ -110,10 +136,10 @@ fn backup_restore_incremental_and_the_age_cli() {
     let files = verified["body"]["files"].as_array().unwrap();
     let marker = files.iter().find(|f| f["path"] == "spoke.json").unwrap();
     let mut content = Vec::new();
+    let index = pack_index(&env);
     for c in marker["chunks"].as_array().unwrap() {
-        let id = c["id"].as_str().unwrap();
-        let chunk = env.path(&format!("bk/chunks/{}/{id}.zst.age", &id[..2]));
-        let compressed = age_decrypt(&key, &chunk);
+        let (pack, offset, len) = &index[c["id"].as_str().unwrap()];
+        let compressed = &age_decrypt(&key, pack)[*offset..offset + len];
         let mut z = Command::new("zstd")
             .args(["-d", "-c"])
             .stdin(std::process::Stdio::piped())
@@ -121,7 +147,7 @@ fn backup_restore_incremental_and_the_age_cli() {
             .spawn()
             .unwrap();
         use std::io::Write;
-        z.stdin.take().unwrap().write_all(&compressed).unwrap();
+        z.stdin.take().unwrap().write_all(compressed).unwrap();
         content.extend(z.wait_with_output().unwrap().stdout);
     }
     assert_eq!(
@@ -197,11 +223,27 @@ fn backup_restore_incremental_and_the_age_cli() {
     assert_eq!(third["pruned"].as_array().unwrap().len(), 2);
     let left = env.spoke(&["backups", &env.s("bk")]).ok();
     assert_eq!(left, serde_json::json!([third["name"]]));
-    let chunk_files = snapshot(&env.path("bk/chunks"))
-        .keys()
-        .filter(|p| p.to_string_lossy().ends_with(".zst.age"))
-        .count() as u64;
-    assert_eq!(chunk_files, third["chunks"].as_u64().unwrap());
+    // Every chunk the kept backup uses is in a pack, and every pack left
+    // holds one of them.
+    let used = std::fs::read_to_string(env.path(&format!(
+        "bk/backups/{}.chunks",
+        third["name"].as_str().unwrap()
+    )))
+    .unwrap();
+    let used: std::collections::HashSet<&str> = used.lines().collect();
+    assert_eq!(used.len() as u64, third["chunks"].as_u64().unwrap());
+    let index = pack_index(&env);
+    assert!(used.iter().all(|id| index.contains_key(*id)));
+    let packs: std::collections::HashSet<_> = index.values().map(|(p, _, _)| p).collect();
+    for pack in packs {
+        assert!(
+            index
+                .iter()
+                .any(|(id, (p, _, _))| p == pack && used.contains(id.as_str())),
+            "{} is used by no backup left",
+            pack.display()
+        );
+    }
     env.spoke(&["verify-restore", "--identity", &key, &env.s("bk")])
         .ok();
 }
@@ -245,14 +287,14 @@ fn bad_backups_are_refused_before_anything_is_written() {
     };
     let entries_before = parent_entries();
 
-    // A damaged chunk: refused by verify-restore and by restore --force,
+    // A damaged pack: refused by verify-restore and by restore --force,
     // which leaves the directory it would have replaced untouched.
-    let mut chunks: Vec<_> = snapshot(&env.path("bk/chunks"))
+    let mut packs: Vec<_> = snapshot(&env.path("bk/packs"))
         .into_keys()
-        .filter(|p| p.to_string_lossy().ends_with(".zst.age"))
+        .filter(|p| p.to_string_lossy().ends_with(".age"))
         .collect();
-    chunks.sort();
-    let victim = env.path("bk/chunks").join(&chunks[chunks.len() / 2]);
+    packs.sort();
+    let victim = env.path("bk/packs").join(&packs[packs.len() / 2]);
     let good = std::fs::read(&victim).unwrap();
     let mut bad = good.clone();
     let at = bad.len() - 20;
@@ -270,11 +312,11 @@ fn bad_backups_are_refused_before_anything_is_written() {
     );
     assert_eq!(parent_entries(), entries_before, "no staging left behind");
 
-    // A truncated chunk.
+    // A truncated pack.
     std::fs::write(&victim, &good[..good.len() / 2]).unwrap();
     env.spoke(&["verify-restore", "--identity", &key, &env.s("bk")])
         .fails_with("backup");
-    // A missing chunk.
+    // A missing pack.
     std::fs::remove_file(&victim).unwrap();
     let msg = env
         .spoke(&["verify-restore", "--identity", &key, &env.s("bk")])
@@ -283,6 +325,24 @@ fn bad_backups_are_refused_before_anything_is_written() {
     std::fs::write(&victim, &good).unwrap();
     env.spoke(&["verify-restore", "--identity", &key, &env.s("bk")])
         .ok();
+
+    // A directory in another format (this spoke's first, one age file per
+    // chunk) is refused with what to do.
+    let old_dir = env.path("old-bk");
+    std::fs::create_dir_all(&old_dir).unwrap();
+    std::fs::write(
+        old_dir.join("backup-store.json"),
+        r#"{"format":"eurocomply-backup-store/1"}"#,
+    )
+    .unwrap();
+    let msg = env
+        .spoke(&["verify-restore", "--identity", &key, &env.s("old-bk")])
+        .fails_with("backup");
+    assert!(
+        msg.contains("eurocomply-backup-store/1") && msg.contains("new directory"),
+        "{msg}"
+    );
+    std::fs::remove_dir_all(&old_dir).unwrap();
 
     // A truncated manifest.
     let manifest = env.path(&format!("bk/backups/{name}.age"));

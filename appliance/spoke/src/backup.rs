@@ -1,29 +1,33 @@
 //! Backups of a spoke's data directory into a backup directory shared by
 //! many backups, taken while the spoke keeps serving.
 //!
-//! Layout of a backup directory (`eurocomply-backup-store/1`):
+//! Layout of a backup directory (`eurocomply-backup-store/2`):
 //!
-//! - `chunks/ab/<id>.zst.age`: content-defined chunks (the bundles crate's
-//!   FastCDC + zstd, named by the SHA-256 of the compressed bytes), each
-//!   encrypted with age to the operator's recipients. A chunk the directory
-//!   already holds is never written again, so a backup after a small change
-//!   only adds the chunks that changed (incremental by construction).
+//! - `packs/<name>.age` and `packs/<name>.idx`: content-defined chunks (the
+//!   bundles crate's FastCDC + zstd, named by the SHA-256 of the compressed
+//!   bytes) stored in packs of up to 64 MiB, each pack one age file
+//!   encrypted to the operator's recipients, with a clear index of where
+//!   each chunk sits ([`crate::packs`]). A chunk the directory already holds
+//!   is never written again, so a backup after a small change only adds the
+//!   chunks that changed (incremental by construction).
 //! - `backups/<name>.age`: the backup's manifest, a document signed by the
 //!   spoke (`eurocomply-backup/1`: every file with its size, SHA-256, mode
 //!   and chunk list, plus the audit chain head), encrypted with age. Written
-//!   last, after every chunk is durable: it is the commit point.
+//!   last, after every pack is durable: it is the commit point.
 //! - `backups/<name>.chunks`: the chunk ids the backup uses, in clear, so
-//!   retention can collect unused chunks without the operator's key.
+//!   retention can remove packs no backup uses without the operator's key.
 //!
 //! The database is copied with SQLite's online backup API first; files
 //! (objects, bundle indexes, payloads, trust state, identity) are read
 //! afterwards, and since the spoke writes them before the transaction that
 //! refers to them, everything the snapshot names is present. Every piece can
-//! be read with the `age` and `zstd` command-line tools.
+//! be read with the `age` and `zstd` command-line tools: a pack decrypts to
+//! its chunks' zstd frames back to back.
 
+use crate::packs::{PackReader, PackWriter, Packs};
 use crate::{identity, Error};
 use appliance::{DataDir, Store};
-use bundles::chunks::{self, ChunkStore};
+use bundles::chunks;
 use bundles::index::ChunkRef;
 use bundles::progress::Progress;
 use serde::{Deserialize, Serialize};
@@ -32,7 +36,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Marker format of a backup directory.
-pub const STORE_FORMAT: &str = "eurocomply-backup-store/1";
+pub const STORE_FORMAT: &str = "eurocomply-backup-store/2";
 /// Files are chunked in windows of this many bytes (bounded memory).
 const WINDOW: usize = 64 << 20;
 /// Largest manifest read.
@@ -176,17 +180,7 @@ pub(crate) fn decrypt(
     })?;
     let mut r = dec
         .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
-        .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => backup_err(format!(
-                "{} is not encrypted to any identity in the given --identity file: \
-                 use the key of a recipient the backup was made for",
-                origin.display()
-            )),
-            other => backup_err(format!(
-                "{}: {other}: the backup is damaged",
-                origin.display()
-            )),
-        })?;
+        .map_err(|e| crate::packs::decrypt_error(origin, e))?;
     let mut out = Vec::new();
     (&mut r).take(max + 1).read_to_end(&mut out).map_err(|e| {
         backup_err(format!(
@@ -215,14 +209,34 @@ impl BackupDir {
             root: root.to_owned(),
         }
     }
-    fn chunks(&self) -> ChunkStore {
-        ChunkStore::new(self.root.join("chunks"))
+    fn packs_dir(&self) -> PathBuf {
+        self.root.join("packs")
     }
-    /// Encrypted chunk file of `id`.
-    pub fn chunk_path(&self, id: &str) -> PathBuf {
-        let mut p = self.chunks().path(id);
-        p.set_extension("zst.age");
-        p
+    /// The packs and where each chunk sits in them.
+    pub(crate) fn packs(&self) -> Result<Packs, Error> {
+        Packs::load(&self.packs_dir())
+    }
+    fn marker(&self) -> PathBuf {
+        self.root.join("backup-store.json")
+    }
+    /// Refuses a directory written in another format than this spoke's.
+    pub(crate) fn check_format(&self) -> Result<(), Error> {
+        let path = self.marker();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let format = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["format"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        if format != STORE_FORMAT {
+            return Err(backup_err(format!(
+                "{} holds backups in format {format:?}; this spoke reads and writes {STORE_FORMAT}: \
+                 restore them with the spoke version that wrote them, and back up into a new directory",
+                self.root.display()
+            )));
+        }
+        Ok(())
     }
     fn manifests(&self) -> PathBuf {
         self.root.join("backups")
@@ -281,12 +295,13 @@ impl BackupDir {
         Ok((manifest, signed))
     }
 
-    /// Reads, decrypts and verifies one chunk, returning its plain bytes.
+    /// Reads one chunk through `reader`, checks it and decompresses it
+    /// into `plain`.
     pub(crate) fn read_chunk(
         &self,
         r: &ChunkRef,
-        identities: &[age::x25519::Identity],
-        plain: &mut Vec<u8>,
+        reader: &mut PackReader,
+        stored: &mut Vec<u8>,
     ) -> Result<(), Error> {
         if r.size > bundles::index::MAX_CHUNK_SIZE
             || r.stored > bundles::index::MAX_CHUNK_SIZE + bundles::index::MAX_CHUNK_SIZE / 8 + 1024
@@ -298,13 +313,14 @@ impl BackupDir {
                 r.id
             )));
         }
-        let path = self.chunk_path(&r.id);
-        // age adds a header per recipient and 16 bytes per 64 KiB.
-        let bytes = read_capped(&path, r.stored + r.stored / 1024 + 64 * 1024)?;
-        let stored = decrypt(identities, &bytes, r.stored, &path)?;
-        chunks::open(r, &stored, plain)
-            .map_err(|e| backup_err(format!("{}: {e}: the backup is damaged", path.display())))
+        reader.read(r, stored)
     }
+}
+
+/// Checks the stored bytes of chunk `r` against its id and decompresses them.
+pub(crate) fn open_chunk(r: &ChunkRef, stored: &[u8], plain: &mut Vec<u8>) -> Result<(), Error> {
+    chunks::open(r, stored, plain)
+        .map_err(|e| backup_err(format!("chunk {}: {e}: the backup is damaged", r.id)))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -402,16 +418,13 @@ fn database_chunk(first: &[u8]) -> Option<usize> {
     Some(page)
 }
 
-/// Chunks, encrypts and stores one file; returns its entry.
+/// Chunks one file into `packs`; returns its entry.
 fn store_file(
-    out: &BackupDir,
-    recipients: &[age::x25519::Recipient],
+    packs: &mut PackWriter,
     rel: &str,
     path: &Path,
-    stats: &mut (usize, u64),
     progress: &dyn Progress,
 ) -> Result<Option<FileEntry>, Error> {
-    use rayon::prelude::*;
     use std::os::unix::fs::PermissionsExt;
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -443,21 +456,8 @@ fn store_file(
             Some(n) => chunks::seal_pieces(&window, &chunks::cut_fixed(&window, n))?,
             None => chunks::seal_all(&window)?,
         };
-        let written: Vec<u64> = sealed
-            .par_iter()
-            .map(|c| {
-                let dest = out.chunk_path(&c.r#ref.id);
-                if dest.is_file() {
-                    return Ok(0);
-                }
-                let enc = encrypt(recipients, &c.bytes)?;
-                bundles::fsutil::write_unsynced(&dest, &enc)?;
-                Ok(enc.len() as u64)
-            })
-            .collect::<Result<_, Error>>()?;
-        for w in written.into_iter().filter(|w| *w > 0) {
-            stats.0 += 1;
-            stats.1 += w;
+        for c in &sealed {
+            packs.add(&c.r#ref.id, &c.bytes)?;
         }
         progress.inc(window.len() as u64);
         refs.extend(sealed.into_iter().map(|c| c.r#ref));
@@ -494,13 +494,14 @@ pub fn backup(
     // One writer per backup directory; stale temporary directories of a
     // killed run are removed here.
     let _lock = agent::StagingLock::take(to)?;
-    let marker = to.join("backup-store.json");
+    out.check_format()?;
+    let marker = out.marker();
     if !marker.is_file() {
         bundles::fsutil::atomic_write(
             &marker,
             serde_json::to_string_pretty(&serde_json::json!({
                 "format": STORE_FORMAT,
-                "read_with": "spoke restore / spoke verify-restore; by hand: age -d -i KEY backups/NAME.age (a signed JSON manifest), then age -d -i KEY chunks/ab/ID.zst.age | zstd -d for each chunk of each file, in order",
+                "read_with": "spoke restore / spoke verify-restore; by hand: age -d -i KEY backups/NAME.age (a signed JSON manifest: each file's chunks by id), then for each chunk the line 'ID OFFSET LENGTH' of packs/*.idx: age -d -i KEY packs/PACK.age | tail -c +$((OFFSET + 1)) | head -c LENGTH | zstd -d",
             }))
             .map_err(|e| backup_err(e.to_string()))?
             .as_bytes(),
@@ -525,14 +526,15 @@ pub fn backup(
         .map(|m| m.len())
         .sum();
     progress.set_len(total);
-    let mut stats = (0usize, 0u64);
+    let mut packs = PackWriter::new(&out.packs_dir(), &out.packs()?, recipients)?;
     let mut entries = Vec::new();
     for (rel, path) in &files {
-        if let Some(e) = store_file(&out, recipients, rel, path, &mut stats, progress)? {
+        if let Some(e) = store_file(&mut packs, rel, path, progress)? {
             entries.push(e);
         }
     }
-    // Every chunk durable before the manifest that names them.
+    packs.close()?;
+    // Every pack durable before the manifest that names its chunks.
     bundles::fsutil::sync_filesystem(to)?;
 
     let existing = out.list()?;
@@ -573,16 +575,16 @@ pub fn backup(
         files: manifest.files.len(),
         bytes: manifest.files.iter().map(|f| f.size).sum(),
         chunks: ids.len(),
-        new_chunks: stats.0,
-        written_bytes: stats.1 + sealed.len() as u64,
+        new_chunks: packs.added,
+        written_bytes: packs.written + sealed.len() as u64,
         audit_entries: manifest.audit_entries,
         pruned,
     })
 }
 
-/// Removes all but the newest `keep` backups, then every chunk no remaining
-/// backup uses. Chunk lists are read in clear, so no key is needed. Called
-/// with the directory's lock held.
+/// Removes all but the newest `keep` backups, then every pack no remaining
+/// backup uses a chunk of. Chunk lists and pack indexes are read in clear,
+/// so no key is needed. Called with the directory's lock held.
 fn prune(out: &BackupDir, keep: usize) -> Result<Vec<String>, Error> {
     let keep = keep.max(1);
     let names = out.list()?;
@@ -593,31 +595,14 @@ fn prune(out: &BackupDir, keep: usize) -> Result<Vec<String>, Error> {
         let path = out.list_path(name);
         let Ok(text) = std::fs::read_to_string(&path) else {
             // Without a chunk list nothing can be collected safely.
-            tracing::warn!("{} missing; unused chunks kept", path.display());
+            tracing::warn!("{} missing; unused packs kept", path.display());
             return remove_manifests(out, old);
         };
         used.extend(text.lines().map(str::to_string));
     }
     let removed = remove_manifests(out, old)?;
-    let root = out.chunks().root().to_path_buf();
-    let Ok(dirs) = std::fs::read_dir(&root) else {
-        return Ok(removed);
-    };
-    for d in dirs {
-        let d = d.map_err(io("list", &root))?.path();
-        for f in std::fs::read_dir(&d).map_err(io("list", &d))? {
-            let f = f.map_err(io("list", &d))?;
-            let name = f.file_name().to_string_lossy().into_owned();
-            // Unused chunks, and partial writes of a killed run.
-            let unused = match name.strip_suffix(".zst.age") {
-                Some(id) => !used.contains(id),
-                None => name.starts_with(".tmp"),
-            };
-            if unused {
-                let p = f.path();
-                std::fs::remove_file(&p).map_err(io("remove", &p))?;
-            }
-        }
+    for p in out.packs()?.unused(&used)? {
+        std::fs::remove_file(&p).map_err(io("remove", &p))?;
     }
     Ok(removed)
 }

@@ -10,6 +10,7 @@ mod durable;
 pub mod identity;
 mod intake;
 pub mod os;
+mod packs;
 pub mod policy;
 mod report;
 pub mod restore;

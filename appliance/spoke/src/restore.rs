@@ -65,7 +65,7 @@ fn choose(dir: &BackupDir, from: &Path, name: Option<&str>) -> Result<String, Er
 }
 
 /// Chunks decoded at once (each at most 1 MiB of plain bytes).
-const PARALLEL_CHUNKS: usize = 32;
+const PARALLEL_CHUNKS: usize = 64;
 
 /// The file being written: its handle and running digest.
 struct Open {
@@ -165,8 +165,9 @@ impl Writer<'_> {
 }
 
 /// Writes every file of `manifest` below `stage`, each checked. Chunks of
-/// all files form one stream: groups are decrypted, decompressed and checked
-/// on every core while the previous group is hashed and written in order.
+/// all files form one stream: groups are read from the packs, then checked
+/// and decompressed on every core, while the previous group is hashed and
+/// written in order.
 fn write_files(
     dir: &BackupDir,
     manifest: &Manifest,
@@ -195,13 +196,25 @@ fn write_files(
         .enumerate()
         .flat_map(|(i, f)| f.chunks.iter().map(move |c| (i, c)))
         .collect();
-    let decode = |group: &[(usize, &bundles::index::ChunkRef)]| {
-        group
-            .par_iter()
-            .map(|(i, c)| {
+    let packs = dir.packs()?;
+    let mut reader = packs.reader(identities);
+    // A group's stored bytes are read in order (one decrypting stream per
+    // pack), then checked and decompressed on every core.
+    let mut fetch = |group: &[(usize, &bundles::index::ChunkRef)]| {
+        let stored = group
+            .iter()
+            .map(|&(i, c)| {
+                let mut stored = Vec::new();
+                dir.read_chunk(c, &mut reader, &mut stored)?;
+                Ok((i, c, stored))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        stored
+            .into_par_iter()
+            .map(|(i, c, stored)| {
                 let mut plain = Vec::new();
-                dir.read_chunk(c, identities, &mut plain)?;
-                Ok((*i, plain))
+                crate::backup::open_chunk(c, &stored, &mut plain)?;
+                Ok((i, plain))
             })
             .collect::<Result<Vec<_>, Error>>()
     };
@@ -215,7 +228,7 @@ fn write_files(
     let mut decoded = Vec::new();
     for group in chunks.chunks(PARALLEL_CHUNKS) {
         let ready = std::mem::take(&mut decoded);
-        let (next, written) = rayon::join(|| decode(group), || writer.write(ready));
+        let (next, written) = rayon::join(|| fetch(group), || writer.write(ready));
         written?;
         decoded = next?;
     }
@@ -249,6 +262,7 @@ pub fn restore(
         )));
     }
     let dir = BackupDir::new(from);
+    dir.check_format()?;
     let name = choose(&dir, from, name)?;
     let (manifest, _signed) = dir.manifest(&name, identities)?;
 

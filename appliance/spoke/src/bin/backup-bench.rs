@@ -234,8 +234,8 @@ fn main() {
         "A spoke with {entities} entities (5 components each) in SQLite and {docs_mib} MiB of generated \
 documents (4 MiB each, zstd -3 ratio about 3) in its object store: {total:.0} MiB in {files} files. Ours: \
 `spoke backup` (SQLite online backup, zstd -3 chunks: FastCDC for files, one per page for the \
-database, each chunk encrypted with age, one syncfs, signed manifest) and `spoke restore` (decrypt and \
-decompress chunks on every core, check every chunk and file digest, audit chain, database integrity, \
+database, new chunks appended to packs of up to 64 MiB, each pack one age file, one syncfs, signed manifest) \
+and `spoke restore` (decrypt each pack as one stream, decompress chunks on every core, check every chunk and file digest, audit chain, database integrity, \
 document objects, writeback of each file started as it is complete, one syncfs, atomic rename; the derived search indexes are rebuilt at the first start, and neither \
 side carries them). Baseline in the same run: `cp -a` of the data directory then `tar | zstd -3 -T0` (backup: {bz:.0} MiB), \
 and `zstd -d | tar -x` (restore), each followed by `sync`; no encryption and no verification. Incremental: \
