@@ -535,6 +535,33 @@ impl ChunkSources<'_> {
 /// [`fsutil::start_writeback`]).
 const WRITEBACK_STRETCH: u64 = 32 << 20;
 
+/// The payload file being written, with how far its writeback was started.
+struct Sink<'a> {
+    out: std::io::BufWriter<std::fs::File>,
+    path: &'a Path,
+    written: u64,
+    kicked: u64,
+    progress: &'a dyn Progress,
+}
+
+impl Sink<'_> {
+    fn write(&mut self, plains: &[Vec<u8>]) -> Result<()> {
+        for p in plains {
+            self.out
+                .write_all(p)
+                .map_err(Error::io("write", self.path))?;
+            self.progress.inc(p.len() as u64);
+            self.written += p.len() as u64;
+        }
+        if self.written - self.kicked >= WRITEBACK_STRETCH {
+            self.out.flush().map_err(Error::io("write", self.path))?;
+            fsutil::start_writeback(self.out.get_ref(), self.kicked, self.written - self.kicked);
+            self.kicked = self.written;
+        }
+        Ok(())
+    }
+}
+
 /// Reassembles a bundle's payload into `dest` (a fresh directory inside a staging area),
 /// verifying every chunk before it is decompressed. Files are not fsynced one by one:
 /// the caller syncs the staging filesystem once before committing (their writeback is
@@ -568,31 +595,34 @@ pub fn assemble(
             .create_new(true)
             .open(&path)
             .map_err(Error::io("create", &path))?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        // Bytes written, and how far writeback has been started.
-        let (mut written, mut kicked) = (0u64, 0u64);
-        for batch in entry.chunks.chunks(32) {
-            let plains: Vec<Vec<u8>> = batch
+        let mut sink = Sink {
+            out: std::io::BufWriter::with_capacity(1 << 20, file),
+            path: &path,
+            written: 0,
+            kicked: 0,
+            progress,
+        };
+        // Each batch is fetched (read, verified, decompressed on every core)
+        // while the one before it is written.
+        let fetch = |batch: &[crate::index::ChunkRef]| {
+            batch
                 .par_iter()
                 .map(|r| {
                     let mut plain = Vec::with_capacity(r.size as usize);
                     sources.fetch(r, &mut plain)?;
                     Ok(plain)
                 })
-                .collect::<Result<_>>()?;
-            for p in plains {
-                out.write_all(&p).map_err(Error::io("write", &path))?;
-                progress.inc(p.len() as u64);
-                written += p.len() as u64;
-            }
-            if written - kicked >= WRITEBACK_STRETCH {
-                out.flush().map_err(Error::io("write", &path))?;
-                fsutil::start_writeback(out.get_ref(), kicked, written - kicked);
-                kicked = written;
-            }
+                .collect::<Result<Vec<Vec<u8>>>>()
+        };
+        let mut ready = Vec::new();
+        for batch in entry.chunks.chunks(32) {
+            let (next, wrote) = rayon::join(|| fetch(batch), || sink.write(&ready));
+            wrote?;
+            ready = next?;
         }
-        out.flush().map_err(Error::io("write", &path))?;
-        fsutil::start_writeback(out.get_ref(), kicked, 0);
+        sink.write(&ready)?;
+        sink.out.flush().map_err(Error::io("write", &path))?;
+        fsutil::start_writeback(sink.out.get_ref(), sink.kicked, 0);
         if entry.mode == 0o755 {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
