@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::dense::{Backend, Dense, ROW_BLOCK};
 use crate::error::{Error, Result};
-use crate::quant::Isa;
+use crate::quant::{dot, Isa};
 
 /// The parts of a Hugging Face BERT `config.json` the encoder reads.
 #[derive(Deserialize)]
@@ -439,25 +439,6 @@ fn pool(h: &[f32], span: std::ops::Range<usize>, d: usize) -> Vec<f32> {
 #[inline(always)]
 fn add(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
-}
-
-/// Sums in eight independent lanes, so the compiler can use vector adds.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 #[inline(always)]

@@ -13,7 +13,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::Device;
 use rayon::prelude::*;
 
-use crate::quant::QMatrix;
+use crate::quant::{dot, QMatrix};
 
 /// Longest context the cache is allowed to grow to.
 pub(crate) const MAX_CONTEXT: usize = 4096;
@@ -328,24 +328,6 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
             *o = v * s * g;
         }
     }
-}
-
-/// `Σ a·b`, in 16 lanes so that it vectorises.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Interleaved RoPE (pairs 2i, 2i+1) on every head in `v`.

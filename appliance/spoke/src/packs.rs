@@ -466,18 +466,16 @@ mod tests {
         let packs = Packs::load(&packs_dir).unwrap();
         let pack = packs_dir.join(format!("{}.age", packs.chunks[&r.id].pack));
 
-        let msg = packs
-            .reader(std::slice::from_ref(&other))
-            .read(&r, &mut Vec::new())
-            .unwrap_err()
-            .to_string();
+        let refused = |identity: &age::x25519::Identity, r: &ChunkRef| {
+            packs
+                .reader(std::slice::from_ref(identity))
+                .read(r, &mut Vec::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let msg = refused(&other, &r);
         assert!(msg.contains("not encrypted to"), "{msg}");
-        let (missing, _) = chunk(8, 10);
-        let msg = packs
-            .reader(std::slice::from_ref(&identity))
-            .read(&missing, &mut Vec::new())
-            .unwrap_err()
-            .to_string();
+        let msg = refused(&identity, &chunk(8, 10).0);
         assert!(msg.contains("incomplete"), "{msg}");
 
         let good = std::fs::read(&pack).unwrap();
@@ -485,11 +483,7 @@ mod tests {
         let at = bad.len() / 2;
         bad[at] ^= 1;
         std::fs::write(&pack, &bad).unwrap();
-        let msg = packs
-            .reader(std::slice::from_ref(&identity))
-            .read(&r, &mut Vec::new())
-            .unwrap_err()
-            .to_string();
+        let msg = refused(&identity, &r);
         assert!(msg.contains("damaged"), "{msg}");
 
         // Cut short (as by a crash before the filesystem sync): the pack no
