@@ -48,6 +48,8 @@ pub(crate) struct Packs {
     chunks: HashMap<String, Loc>,
     /// Each readable pack with the chunks it holds.
     packs: HashMap<String, Vec<String>>,
+    /// Packs whose index could not be used; retention leaves them alone.
+    unreadable: HashSet<String>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -64,6 +66,7 @@ impl Packs {
             dir: dir.to_path_buf(),
             chunks: HashMap::new(),
             packs: HashMap::new(),
+            unreadable: HashSet::new(),
         };
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
@@ -82,7 +85,10 @@ impl Packs {
                     packs.chunks.extend(lines);
                     packs.packs.insert(name.to_string(), ids);
                 }
-                Err(why) => tracing::warn!("pack {name} left out: {why}"),
+                Err(why) => {
+                    tracing::warn!("pack {name} left out: {why}");
+                    packs.unreadable.insert(name.to_string());
+                }
             }
         }
         Ok(packs)
@@ -138,7 +144,9 @@ impl Packs {
     }
 
     /// Packs none of whose chunks is in `used`, and files of the directory
-    /// that belong to no readable pack (partial writes of a killed run).
+    /// that belong to no pack (a killed run's partial pack, or a pack whose
+    /// index was never written). A pack whose index could not be read is
+    /// kept: a passing read error must not delete a backup.
     pub(crate) fn unused(&self, used: &HashSet<String>) -> Result<Vec<PathBuf>, Error> {
         let mut out = Vec::new();
         let entries = match std::fs::read_dir(&self.dir) {
@@ -153,10 +161,11 @@ impl Packs {
                 .strip_suffix(".age")
                 .or_else(|| file.strip_suffix(".idx"))
                 .unwrap_or_default();
-            let keep = self
-                .packs
-                .get(name)
-                .is_some_and(|ids| ids.iter().any(|id| used.contains(id)));
+            let keep = self.unreadable.contains(name)
+                || self
+                    .packs
+                    .get(name)
+                    .is_some_and(|ids| ids.iter().any(|id| used.contains(id)));
             if !keep {
                 out.push(e.path());
             }
@@ -489,6 +498,14 @@ mod tests {
         // Cut short (as by a crash before the filesystem sync): the pack no
         // longer counts, so the next backup writes its chunks again.
         std::fs::write(&pack, &good[..good.len() - 100]).unwrap();
-        assert!(!Packs::load(&packs_dir).unwrap().chunks.contains_key(&r.id));
+        let cut = Packs::load(&packs_dir).unwrap();
+        assert!(!cut.chunks.contains_key(&r.id));
+        // Retention leaves a pack it cannot read alone, but removes a
+        // killed run's partial pack.
+        std::fs::write(packs_dir.join(".tmp-pack-x"), b"partial").unwrap();
+        assert_eq!(
+            cut.unused(&HashSet::new()).unwrap(),
+            vec![packs_dir.join(".tmp-pack-x")]
+        );
     }
 }
