@@ -14,6 +14,11 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
 fn models(env: &Env, d: &str) -> Vec<Value> {
     env.spoke(&["models", "list", "--data", d])
         .ok()
@@ -99,6 +104,30 @@ fn models_arrive_as_signed_bundles_and_answers_cite_the_right_document() {
     assert!(
         !detail.to_string().contains("alicylic"),
         "no question text in the log"
+    );
+    // Each answer is logged with the passages the model was given and the
+    // digest of what it said.
+    let answered: Vec<Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "ai.ask.answered")
+        .map(|e| serde_json::from_str(e["detail"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(answered.len(), 2);
+    let given: Vec<String> = a["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}#{}", c["document"].as_str().unwrap(), c["ord"]))
+        .collect();
+    assert!(
+        answered
+            .iter()
+            .any(|r| r["given"] == serde_json::json!(given)
+                && r["answer_sha256"] == sha256_hex(a["answer"].as_str().unwrap())
+                && r["generation_model"] == gcid.as_str()),
+        "{answered:?} vs {a}"
     );
     env.spoke(&["audit", "verify", "--data", &d]).ok();
 

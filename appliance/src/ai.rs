@@ -564,6 +564,31 @@ impl Appliance {
         Ok(())
     }
 
+    /// Appends to the audit log what an AI request produced (the passages
+    /// the model was given, the digest of its answer); not counted against
+    /// the quota, which [`Appliance::record_ai_use`] charged when the
+    /// request began.
+    pub fn record_ai_result(
+        &mut self,
+        actor: &Actor,
+        action: &'static str,
+        detail: serde_json::Value,
+    ) -> Result<(), Error> {
+        actor.require(Permission::Read)?;
+        self.store.write(actor, Class::Admin, |_| {
+            Ok((
+                (),
+                vec![Audit {
+                    action,
+                    target: actor.name.clone(),
+                    detail,
+                }],
+                vec![],
+            ))
+        })?;
+        Ok(())
+    }
+
     /// AI requests counted today.
     pub fn ai_requests_today(&self) -> Result<u64, Error> {
         let n: Option<i64> = self

@@ -453,7 +453,7 @@ impl Gateway {
             let generation = g.chat(&messages, opts, on_text).map_err(model_err)?;
             Ok((model.clone(), generation, given))
         })?;
-        let citations = passages
+        let citations: Vec<Citation> = passages
             .into_iter()
             .take(given)
             .enumerate()
@@ -463,6 +463,20 @@ impl Gateway {
                 passage,
             })
             .collect();
+        // The request was logged with what retrieval found; this records
+        // what the model was given (the weakest passages may have given way
+        // to the context) and what it answered.
+        lock(app).record_ai_result(
+            actor,
+            "ai.ask.answered",
+            serde_json::json!({
+                "generation_model": model.cid,
+                "given": citations.iter().map(|c| format!("{}#{}", c.passage.document, c.passage.ord)).collect::<Vec<_>>(),
+                "cited": citations.iter().filter(|c| c.cited).map(|c| c.n).collect::<Vec<_>>(),
+                "answer_sha256": digest(&generation.text),
+                "finish": generation.finish,
+            }),
+        )?;
         Ok(Answer {
             question: question.to_string(),
             answer: generation.text.clone(),
