@@ -523,45 +523,7 @@ impl Appliance {
         action: &'static str,
         detail: serde_json::Value,
     ) -> Result<(), Error> {
-        actor.require(Permission::Read)?;
-        let limit = self
-            .store
-            .licence()?
-            .and_then(|t| t.max_ai_requests_per_day);
-        let day = crate::compliance::today();
-        self.store.write(actor, Class::Admin, |tx| {
-            let used: i64 = tx
-                .query_row("SELECT n FROM ai_usage WHERE day = ?1", [&day], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(tx_db)?
-                .unwrap_or(0);
-            if let Some(limit) = limit {
-                if used as u64 >= limit {
-                    return Err(Error::Quota(format!(
-                        "the plan's {limit} AI requests for {day} are used up; \
-                         they renew tomorrow, or ask the vendor for a larger plan"
-                    )));
-                }
-            }
-            tx.execute(
-                "INSERT INTO ai_usage (day, n) VALUES (?1, 1)
-                 ON CONFLICT (day) DO UPDATE SET n = n + 1",
-                [&day],
-            )
-            .map_err(tx_db)?;
-            Ok((
-                (),
-                vec![Audit {
-                    action,
-                    target: actor.name.clone(),
-                    detail,
-                }],
-                vec![],
-            ))
-        })?;
-        Ok(())
+        self.record_ai(actor, action, detail, true)
     }
 
     /// Appends to the audit log what an AI request produced (the passages
@@ -574,8 +536,48 @@ impl Appliance {
         action: &'static str,
         detail: serde_json::Value,
     ) -> Result<(), Error> {
+        self.record_ai(actor, action, detail, false)
+    }
+
+    /// One audit entry, in the transaction that counts the request when
+    /// `count`.
+    fn record_ai(
+        &mut self,
+        actor: &Actor,
+        action: &'static str,
+        detail: serde_json::Value,
+        count: bool,
+    ) -> Result<(), Error> {
         actor.require(Permission::Read)?;
-        self.store.write(actor, Class::Admin, |_| {
+        let limit = self
+            .store
+            .licence()?
+            .and_then(|t| t.max_ai_requests_per_day);
+        let day = crate::compliance::today();
+        self.store.write(actor, Class::Admin, |tx| {
+            if count {
+                let used: i64 = tx
+                    .query_row("SELECT n FROM ai_usage WHERE day = ?1", [&day], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .map_err(tx_db)?
+                    .unwrap_or(0);
+                if let Some(limit) = limit {
+                    if used as u64 >= limit {
+                        return Err(Error::Quota(format!(
+                            "the plan's {limit} AI requests for {day} are used up; \
+                             they renew tomorrow, or ask the vendor for a larger plan"
+                        )));
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO ai_usage (day, n) VALUES (?1, 1)
+                     ON CONFLICT (day) DO UPDATE SET n = n + 1",
+                    [&day],
+                )
+                .map_err(tx_db)?;
+            }
             Ok((
                 (),
                 vec![Audit {
