@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
@@ -19,18 +19,19 @@ use serde::Deserialize;
 
 use crate::dense::{Backend, Dense, ROW_BLOCK};
 use crate::error::{Error, Result};
-use crate::quant::{dot, Isa};
+use crate::math::{add, dot, gelu, softmax, sum};
+use crate::quant::Isa;
 
 /// The parts of a Hugging Face BERT `config.json` the encoder reads.
 #[derive(Deserialize)]
 pub(crate) struct Config {
     vocab_size: usize,
-    pub(crate) hidden_size: usize,
+    hidden_size: usize,
     num_hidden_layers: usize,
     num_attention_heads: usize,
     intermediate_size: usize,
     hidden_act: String,
-    pub(crate) max_position_embeddings: usize,
+    max_position_embeddings: usize,
     #[serde(default = "two")]
     type_vocab_size: usize,
     layer_norm_eps: f64,
@@ -70,6 +71,8 @@ struct Layer {
 
 /// A loaded encoder.
 pub(crate) struct Bert {
+    /// The weights file, named in errors.
+    path: PathBuf,
     hidden: usize,
     heads: usize,
     /// `vocab × hidden`.
@@ -110,10 +113,15 @@ impl Bert {
             )));
         }
         let (d, heads) = (config.hidden_size, config.num_attention_heads);
-        if heads == 0 || d % heads != 0 || config.type_vocab_size == 0 {
+        if heads == 0 || d % heads != 0 {
             return Err(bad(format!(
                 "hidden_size {d} does not split into {heads} attention heads"
             )));
+        }
+        if config.type_vocab_size == 0 {
+            return Err(bad(
+                "type_vocab_size is 0: token type 0 needs an embedding".into()
+            ));
         }
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
@@ -174,6 +182,7 @@ impl Bert {
             });
         }
         Ok(Bert {
+            path: path.to_path_buf(),
             hidden: d,
             heads,
             words: weights.get("embeddings.word_embeddings.weight", &[config.vocab_size, d])?,
@@ -190,13 +199,24 @@ impl Bert {
         self.backend
     }
 
+    /// Length of the vectors.
+    pub(crate) fn dim(&self) -> usize {
+        self.hidden
+    }
+
+    /// Positions, the most tokens one sequence can have.
+    pub(crate) fn positions(&self) -> usize {
+        self.positions.len() / self.hidden
+    }
+
     /// Mean-pooled, L2-normalised vectors of token sequences (each already
     /// truncated to the model's positions). `Err` names a token id or a
     /// length the model cannot take.
-    pub(crate) fn embed(&self, path: &Path, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+    pub(crate) fn embed(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let d = self.hidden;
         let vocab = self.words.len() / d;
-        let max = self.positions.len() / d;
+        let max = self.positions();
+        let path = self.path.as_path();
         let mut tokens = Vec::new();
         let mut spans = Vec::with_capacity(seqs.len());
         for seq in seqs {
@@ -436,122 +456,9 @@ fn pool(h: &[f32], span: std::ops::Range<usize>, d: usize) -> Vec<f32> {
     mean
 }
 
-#[inline(always)]
-fn add(x: &mut [f32], y: &[f32]) {
-    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
-}
-
-#[inline(always)]
-fn sum(a: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let chunks = a.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for x in chunks {
-        for i in 0..8 {
-            lanes[i] += x[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-#[inline(always)]
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    x.iter_mut().for_each(|v| *v = exp(*v - max));
-    let total = sum(x);
-    x.iter_mut().for_each(|v| *v /= total);
-}
-
-/// `e^x` to about 2 ulp, in straight-line arithmetic that vectorises:
-/// `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, `e^r` by its Taylor polynomial
-/// to degree 6, `2^n` built in the exponent bits.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding and subtracting 1.5·2²³ rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let rounded = x * std::f32::consts::LOG2_E + ROUND;
-    let n = rounded - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // The low bits of `rounded` hold n (-126..=127) as an integer: adding
-    // the exponent bias and shifting gives the bits of 2^n (a float-to-int
-    // conversion would not vectorise).
-    p * f32::from_bits(rounded.to_bits().wrapping_add(127) << 23)
-}
-
-/// Gaussian error function: Abramowitz and Stegun 7.1.26 (absolute error
-/// below 1.5·10⁻⁷), and near zero, where that form loses digits to
-/// cancellation, the Taylor series to x⁹. Both are computed and one chosen,
-/// which keeps the loop free of branches.
-#[inline(always)]
-fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
-    let far = (1.0 - poly * exp(-a * a)).copysign(x);
-    let x2 = x * x;
-    let near = std::f32::consts::FRAC_2_SQRT_PI
-        * x
-        * (1.0 + x2 * (-1.0 / 3.0 + x2 * (0.1 + x2 * (-1.0 / 42.0 + x2 * (1.0 / 216.0)))));
-    if a < 0.35 {
-        near
-    } else {
-        far
-    }
-}
-
-/// GELU with the exact (erf) form, as BERT's `gelu`.
-#[inline(always)]
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tensor(xs: &[f32]) -> Tensor {
-        Tensor::from_slice(xs, xs.len(), &Device::Cpu).unwrap()
-    }
-
-    #[test]
-    fn exp_erf_and_gelu_match_candle() {
-        let xs: Vec<f32> = (-4000..=4000).map(|i| i as f32 / 400.0).collect();
-        let want_exp = tensor(&xs).exp().unwrap().to_vec1::<f32>().unwrap();
-        let want_erf = tensor(&xs).erf().unwrap().to_vec1::<f32>().unwrap();
-        let want_gelu = tensor(&xs).gelu_erf().unwrap().to_vec1::<f32>().unwrap();
-        for (i, &x) in xs.iter().enumerate() {
-            let e = exp(x);
-            assert!(
-                (e - want_exp[i]).abs() <= 3e-7 * want_exp[i],
-                "exp({x}) = {e}"
-            );
-            assert!(
-                (erf(x) - want_erf[i]).abs() <= 3e-7,
-                "erf({x}) = {}",
-                erf(x)
-            );
-            assert!((gelu(x) - want_gelu[i]).abs() <= 5e-6, "gelu({x})");
-        }
-        assert_eq!(exp(-1000.0), exp(-87.0));
-        assert!(exp(1000.0).is_finite());
-    }
-
-    #[test]
-    fn softmax_sums_to_one_and_keeps_order() {
-        let mut x = vec![1.0, 3.0, -2.0, 3.0, 80.0];
-        softmax(&mut x);
-        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(x[4] > 0.99 && x[1] == x[3] && x[1] > x[0] && x[0] > x[2]);
-    }
 
     /// candle-transformers' BERT on padded, masked input, mean-pooled and
     /// normalised as the embedder did before it had its own encoder.
@@ -607,7 +514,7 @@ mod tests {
         for backend in Backend::available() {
             let bert = Bert::load(&weights, bytes.clone(), &config, backend).unwrap();
             assert_eq!(bert.backend(), backend);
-            let got = bert.embed(&weights, &refs).unwrap();
+            let got = bert.embed(&refs).unwrap();
             let tol = match backend {
                 Backend::F32 => 1e-5,
                 Backend::Amx => 2e-2,
@@ -626,7 +533,7 @@ mod tests {
                 );
             }
             // One sequence alone gives the same vector as within the batch.
-            let alone = bert.embed(&weights, &refs[2..3]).unwrap();
+            let alone = bert.embed(&refs[2..3]).unwrap();
             assert_eq!(alone[0], got[2], "{}", backend.name());
         }
     }
@@ -640,18 +547,15 @@ mod tests {
         let weights = dir.path().join("model.safetensors");
         let bytes = std::fs::read(&weights).unwrap();
         let bert = Bert::load(&weights, bytes.clone(), &config, Backend::F32).unwrap();
-        let e = bert
-            .embed(&weights, &[&[2, 999, 3]])
-            .unwrap_err()
-            .to_string();
+        let e = bert.embed(&[&[2, 999, 3]]).unwrap_err().to_string();
         assert!(e.contains("token id 999"), "{e}");
         let long = vec![5u32; 65];
-        let e = bert.embed(&weights, &[&long]).unwrap_err().to_string();
+        let e = bert.embed(&[&long]).unwrap_err().to_string();
         assert!(
             e.contains("65 tokens exceed the model's 64 positions"),
             "{e}"
         );
-        assert!(bert.embed(&weights, &[]).unwrap().is_empty());
+        assert!(bert.embed(&[]).unwrap().is_empty());
 
         let with = |key: &str, value: serde_json::Value| {
             let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -670,6 +574,7 @@ mod tests {
             with("num_attention_heads", 5.into()),
             "does not split into 5",
         );
+        refuse(with("type_vocab_size", 0.into()), "type_vocab_size is 0");
         refuse(with("intermediate_size", 48.into()), "has shape [64, 32]");
         refuse(with("num_hidden_layers", 3.into()), "encoder.layer.2");
         let e = Bert::load(&weights, b"not safetensors".to_vec(), &config, Backend::F32)

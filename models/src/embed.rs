@@ -19,11 +19,9 @@ pub const BATCH_SIZE: usize = 32;
 pub struct Embedder {
     model: Bert,
     tokenizer: Tokenizer,
-    dim: usize,
     /// Tokens per sentence (including `[CLS]` and `[SEP]`) beyond which input
     /// is truncated.
     max_length: usize,
-    max_positions: usize,
     dir: PathBuf,
 }
 
@@ -72,15 +70,14 @@ impl Embedder {
         // The encoder takes sequences of any length side by side; padding
         // would only add rows to compute.
         tokenizer.with_padding(None);
+        let max_length = DEFAULT_MAX_LENGTH.min(model.positions());
         let mut embedder = Embedder {
             model,
             tokenizer,
-            dim: config.hidden_size,
-            max_length: DEFAULT_MAX_LENGTH.min(config.max_position_embeddings),
-            max_positions: config.max_position_embeddings,
+            max_length,
             dir: dir.to_path_buf(),
         };
-        embedder.set_max_length(DEFAULT_MAX_LENGTH.min(config.max_position_embeddings))?;
+        embedder.set_max_length(max_length)?;
         Ok(embedder)
     }
 
@@ -102,7 +99,7 @@ impl Embedder {
 
     /// Length of the vectors [`Embedder::embed`] returns.
     pub fn dim(&self) -> usize {
-        self.dim
+        self.model.dim()
     }
 
     /// Tokens per sentence beyond which input is truncated.
@@ -112,12 +109,12 @@ impl Embedder {
 
     /// Changes the truncation length (at most the model's position count).
     pub fn set_max_length(&mut self, max_length: usize) -> Result<()> {
-        if max_length < 2 || max_length > self.max_positions {
+        if max_length < 2 || max_length > self.model.positions() {
             return Err(Error::input(
                 &self.dir,
                 format!(
                     "max_length {max_length} must be between 2 and the model's {} positions",
-                    self.max_positions
+                    self.model.positions()
                 ),
             ));
         }
@@ -139,6 +136,6 @@ impl Embedder {
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| Error::tokenizer(&tokenizer_path, e))?;
         let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
-        self.model.embed(&self.dir.join("model.safetensors"), &ids)
+        self.model.embed(&ids)
     }
 }

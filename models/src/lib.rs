@@ -22,6 +22,7 @@ pub mod fixtures;
 mod generate;
 mod gguf_tokenizer;
 mod llama;
+mod math;
 mod quant;
 
 pub use dense::Backend;

@@ -13,7 +13,8 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::Device;
 use rayon::prelude::*;
 
-use crate::quant::{dot, QMatrix};
+use crate::math::{dot, softmax};
+use crate::quant::QMatrix;
 
 /// Longest context the cache is allowed to grow to.
 pub(crate) const MAX_CONTEXT: usize = 4096;
@@ -322,7 +323,7 @@ fn vector<R: Read + Seek>(
 /// `out = x / rms(x) · w`, row by row.
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     for (xr, or) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
-        let ms = xr.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
+        let ms = dot(xr, xr) / w.len() as f32;
         let s = 1.0 / (ms + eps).sqrt();
         for ((o, v), g) in or.iter_mut().zip(xr).zip(w) {
             *o = v * s * g;
@@ -358,15 +359,9 @@ fn attention(c: &Config, q: &[f32], keys: &[f32], values: &[f32], pos: usize, ou
                 dot(qh, k) * scale
             })
             .collect();
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut total = 0.0;
-        for s in &mut scores {
-            *s = (*s - max).exp();
-            total += *s;
-        }
+        softmax(&mut scores);
         o.iter_mut().for_each(|v| *v = 0.0);
-        for (p, s) in scores.iter().enumerate() {
-            let w = s / total;
+        for (p, w) in scores.iter().enumerate() {
             let v = &values[p * kv_len + kvh..p * kv_len + kvh + c.head_dim];
             o.iter_mut().zip(v).for_each(|(o, v)| *o += w * v);
         }
