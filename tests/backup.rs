@@ -342,6 +342,24 @@ fn bad_backups_are_refused_before_anything_is_written() {
         msg.contains("eurocomply-backup-store/1") && msg.contains("new directory"),
         "{msg}"
     );
+    // Nor is a backup written into it.
+    let msg = env
+        .spoke(&[
+            "backup",
+            "--data",
+            &d,
+            "--to",
+            &env.s("old-bk"),
+            "--recipient",
+            &recipient,
+        ])
+        .fails_with("backup");
+    assert!(msg.contains("new directory"), "{msg}");
+    let left: Vec<_> = std::fs::read_dir(&old_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["backup-store.json"], "nothing written into it");
     std::fs::remove_dir_all(&old_dir).unwrap();
 
     // A truncated manifest.

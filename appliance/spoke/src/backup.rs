@@ -24,7 +24,7 @@
 //! be read with the `age` and `zstd` command-line tools: a pack decrypts to
 //! its chunks' zstd frames back to back.
 
-use crate::packs::{PackReader, PackWriter, Packs};
+use crate::packs::{PackWriter, Packs};
 use crate::{identity, Error};
 use appliance::{DataDir, Store};
 use bundles::chunks;
@@ -294,27 +294,6 @@ impl BackupDir {
         }
         Ok((manifest, signed))
     }
-
-    /// Reads one chunk through `reader`, checks it and decompresses it
-    /// into `plain`.
-    pub(crate) fn read_chunk(
-        &self,
-        r: &ChunkRef,
-        reader: &mut PackReader,
-        stored: &mut Vec<u8>,
-    ) -> Result<(), Error> {
-        if r.size > bundles::index::MAX_CHUNK_SIZE
-            || r.stored > bundles::index::MAX_CHUNK_SIZE + bundles::index::MAX_CHUNK_SIZE / 8 + 1024
-            || r.id.len() != 64
-            || !r.id.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return Err(backup_err(format!(
-                "the manifest lists an impossible chunk {:?}",
-                r.id
-            )));
-        }
-        reader.read(r, stored)
-    }
 }
 
 /// Checks the stored bytes of chunk `r` against its id and decompresses them.
@@ -490,11 +469,11 @@ pub fn backup(
     }
     d.check_initialised()?;
     let out = BackupDir::new(to);
+    out.check_format()?;
     bundles::fsutil::create_private_dir(to)?;
     // One writer per backup directory; stale temporary directories of a
     // killed run are removed here.
     let _lock = agent::StagingLock::take(to)?;
-    out.check_format()?;
     let marker = out.marker();
     if !marker.is_file() {
         bundles::fsutil::atomic_write(

@@ -213,8 +213,18 @@ pub(crate) struct PackReader<'a> {
 impl PackReader<'_> {
     /// The stored bytes of chunk `r` into `stored`: located through the
     /// indexes, decrypted, and as long as the manifest says (the caller
-    /// checks the digest).
+    /// checks the digest). A chunk reference no backup could have written
+    /// (too large, a malformed id) is refused before anything is read.
     pub(crate) fn read(&mut self, r: &ChunkRef, stored: &mut Vec<u8>) -> Result<(), Error> {
+        if r.size > bundles::index::MAX_CHUNK_SIZE
+            || r.stored > bundles::index::MAX_CHUNK_SIZE + bundles::index::MAX_CHUNK_SIZE / 8 + 1024
+            || !valid_name(&r.id)
+        {
+            return Err(err(format!(
+                "the manifest lists an impossible chunk {:?}",
+                r.id
+            )));
+        }
         let loc = self.packs.chunks.get(&r.id).ok_or_else(|| {
             err(format!(
                 "chunk {} is in no pack of {} (no index lists it): the backup is incomplete",
@@ -486,6 +496,10 @@ mod tests {
         assert!(msg.contains("not encrypted to"), "{msg}");
         let msg = refused(&identity, &chunk(8, 10).0);
         assert!(msg.contains("incomplete"), "{msg}");
+        let mut impossible = r.clone();
+        impossible.id = "../../etc/passwd".into();
+        let msg = refused(&identity, &impossible);
+        assert!(msg.contains("impossible chunk"), "{msg}");
 
         let good = std::fs::read(&pack).unwrap();
         let mut bad = good.clone();
@@ -494,6 +508,15 @@ mod tests {
         std::fs::write(&pack, &bad).unwrap();
         let msg = refused(&identity, &r);
         assert!(msg.contains("damaged"), "{msg}");
+
+        // An index that is not one: its pack is left out, and kept.
+        let index = pack.with_extension("idx");
+        let good_index = std::fs::read(&index).unwrap();
+        std::fs::write(&index, b"not an index\n").unwrap();
+        let garbled = Packs::load(&packs_dir).unwrap();
+        assert!(!garbled.chunks.contains_key(&r.id));
+        assert!(garbled.unused(&HashSet::new()).unwrap().is_empty());
+        std::fs::write(&index, &good_index).unwrap();
 
         // Cut short (as by a crash before the filesystem sync): the pack no
         // longer counts, so the next backup writes its chunks again.

@@ -205,7 +205,7 @@ fn write_files(
             .iter()
             .map(|&(i, c)| {
                 let mut stored = Vec::new();
-                dir.read_chunk(c, &mut reader, &mut stored)?;
+                reader.read(c, &mut stored)?;
                 Ok((i, c, stored))
             })
             .collect::<Result<Vec<_>, Error>>()?;
