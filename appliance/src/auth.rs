@@ -206,6 +206,8 @@ const MIN_PASSWORD: usize = 12;
 const SESSION_HOURS: i64 = 12;
 /// Support access is granted for at most three days at a time.
 pub const MAX_SUPPORT_HOURS: i64 = 72;
+/// An API token lives at most a (leap) year.
+pub const MAX_TOKEN_HOURS: i64 = 8784;
 
 fn random_hex(bytes: usize) -> Result<String, Error> {
     let mut buf = vec![0u8; bytes];
@@ -224,12 +226,35 @@ fn secret_hash(secret: &str) -> String {
 }
 
 fn hours_from_now(hours: i64) -> Result<String, Error> {
+    // `SignedDuration::from_hours` panics on overflow; a client-given count
+    // must come back as an error, never as a panic inside the store lock.
+    let secs = hours
+        .checked_mul(3600)
+        .ok_or_else(|| Error::Invalid(format!("an expiry of {hours} hours is out of range")))?;
     let t = jiff::Timestamp::now()
-        .checked_add(jiff::SignedDuration::from_hours(hours))
+        .checked_add(jiff::SignedDuration::from_secs(secs))
         .map_err(|e| Error::Invalid(format!("expiry of {hours} hours: {e}")))?;
     Ok(jiff::Timestamp::from_second(t.as_second())
         .unwrap_or(t)
         .to_string())
+}
+
+/// Whether `c` is a control, bidi or zero-width character: text that renders
+/// differently from what it stores, so names and labels refuse it.
+fn deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}'..='\u{200D}' | '\u{FEFF}')
+}
+
+/// Refuses a free-text name or label with control, bidi or zero-width characters.
+pub(crate) fn plain_text(what: &str, text: &str) -> Result<(), Error> {
+    match text.chars().find(|c| deceptive(*c)) {
+        Some(c) => Err(Error::Invalid(format!(
+            "the {what} contains the invisible or control character U+{:04X}; remove it (bidi, zero-width and control characters are refused)",
+            u32::from(c)
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn valid_user_name(name: &str) -> Result<(), Error> {
@@ -245,6 +270,35 @@ fn valid_user_name(name: &str) -> Result<(), Error> {
             "user name {name:?} must be 1-64 letters, digits or . _ - @ (and not \"cli\")"
         )))
     }
+}
+
+fn hash_password(password: &str) -> Result<String, Error> {
+    let salt = SaltString::encode_b64(random_hex(16)?.as_bytes())
+        .map_err(|e| Error::Invalid(format!("password salt: {e}")))?;
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| Error::Invalid(format!("hashing the password failed: {e}")))?
+        .to_string())
+}
+
+/// Whether `password` matches the stored Argon2 `hash` (false if unreadable).
+fn verify(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// A hash of a random password with the same parameters as real ones,
+/// made once per process.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        random_hex(16)
+            .and_then(|p| hash_password(&p))
+            .unwrap_or_default()
+    })
 }
 
 impl Store {
@@ -263,12 +317,7 @@ impl Store {
                 "the password must have at least {MIN_PASSWORD} characters"
             )));
         }
-        let salt = SaltString::encode_b64(random_hex(16)?.as_bytes())
-            .map_err(|e| Error::Invalid(format!("password salt: {e}")))?;
-        let hash = Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| Error::Invalid(format!("hashing the password failed: {e}")))?
-            .to_string();
+        let hash = hash_password(password)?;
         let at = now();
         let user = User {
             name: name.to_string(),
@@ -344,14 +393,13 @@ impl Store {
             )
             .optional()
             .map_err(self.db())?;
+        // An unknown user is checked against a dummy hash, so the time
+        // to answer does not tell which user names exist.
         let Some((role, hash, disabled)) = row else {
+            let _ = verify(dummy_hash(), password);
             return Err(denied());
         };
-        let parsed = PasswordHash::new(&hash).map_err(|_| denied())?;
-        if Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_err()
-        {
+        if !verify(&hash, password) {
             return Err(denied());
         }
         if disabled {
@@ -386,10 +434,10 @@ impl Store {
         actor.require(Permission::Admin)?;
         let role = self.user_role(user)?;
         if let Some(h) = hours {
-            if h <= 0 {
-                return Err(Error::Invalid(
-                    "token lifetime must be positive hours".into(),
-                ));
+            if !(1..=MAX_TOKEN_HOURS).contains(&h) {
+                return Err(Error::Invalid(format!(
+                    "a token lives 1 to {MAX_TOKEN_HOURS} hours (one year), not {h}; leave the lifetime out for a token that never expires"
+                )));
             }
         }
         self.issue(actor, "api", label, user, role, hours)
@@ -448,6 +496,7 @@ impl Store {
         if label.is_empty() || label.len() > 200 {
             return Err(Error::Invalid("a token label is 1-200 characters".into()));
         }
+        plain_text("token label", label)?;
         let id = new_id("tok")?;
         let secret = format!("sk_{}", random_hex(32)?);
         let expires_at = hours.map(hours_from_now).transpose()?;
@@ -692,5 +741,101 @@ mod tests {
             !stored.contains(&support.secret),
             "secrets are never stored"
         );
+    }
+
+    #[test]
+    fn token_lifetimes_out_of_range_are_refused_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let admin = Actor::cli();
+        s.create_user(&admin, "alice", Role::Editor, "correct horse battery")
+            .unwrap();
+        for hours in [
+            2_562_047_788_015_216,
+            i64::MAX,
+            i64::MIN,
+            0,
+            -1,
+            MAX_TOKEN_HOURS + 1,
+        ] {
+            let e = s.create_token(&admin, "alice", "ci", Some(hours));
+            assert!(matches!(e, Err(Error::Invalid(_))), "{hours}: {e:?}");
+        }
+        for hours in [i64::MAX, i64::MIN, 0] {
+            assert!(matches!(
+                s.grant_support(&admin, "vendor", hours),
+                Err(Error::Invalid(_))
+            ));
+        }
+        assert!(matches!(hours_from_now(i64::MAX), Err(Error::Invalid(_))));
+        let t = s
+            .create_token(&admin, "alice", "ci", Some(MAX_TOKEN_HOURS))
+            .unwrap();
+        assert!(t.expires_at.is_some());
+        s.create_token(&admin, "alice", "ci", Some(1)).unwrap();
+        assert_eq!(s.tokens().unwrap().len(), 2, "only the valid ones stored");
+    }
+
+    #[test]
+    fn unknown_user_and_wrong_password_look_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        s.create_user(
+            &Actor::cli(),
+            "alice",
+            Role::Editor,
+            "correct horse battery",
+        )
+        .unwrap();
+        let wrong = s.login("alice", "wrong password!!", "t").unwrap_err();
+        let unknown = s.login("mallory", "wrong password!!", "t").unwrap_err();
+        assert_eq!(wrong.to_string(), unknown.to_string());
+        // The dummy an unknown user is checked against is a real Argon2
+        // hash with the parameters real passwords get, so it costs the same.
+        let real: String = s
+            .conn()
+            .query_row("SELECT password_hash FROM users", [], |r| r.get(0))
+            .unwrap();
+        let (real, dummy) = (
+            PasswordHash::new(&real).unwrap(),
+            PasswordHash::new(dummy_hash()).unwrap(),
+        );
+        assert_eq!(real.algorithm, dummy.algorithm);
+        assert_eq!(
+            real.params.iter().collect::<Vec<_>>(),
+            dummy.params.iter().collect::<Vec<_>>()
+        );
+        assert!(!verify(dummy_hash(), "wrong password!!"));
+    }
+
+    #[test]
+    fn names_and_labels_with_bidi_zero_width_or_control_chars_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let admin = Actor::cli();
+        s.create_user(&admin, "alice", Role::Editor, "correct horse battery")
+            .unwrap();
+        for bad in [
+            "admin\u{202E}nimda",
+            "a\u{2066}b",
+            "a\u{200B}b",
+            "a\u{FEFF}",
+            "a\0b",
+            "a\u{7}",
+        ] {
+            assert!(matches!(
+                s.create_user(&admin, bad, Role::Viewer, "correct horse battery"),
+                Err(Error::Invalid(_))
+            ));
+            assert!(matches!(
+                s.grant_support(&admin, bad, 4),
+                Err(Error::Invalid(_))
+            ));
+            let e = s.create_token(&admin, "alice", bad, None).unwrap_err();
+            assert!(e.to_string().contains("U+"), "{e}");
+        }
+        assert!(s.tokens().unwrap().is_empty());
+        s.create_token(&admin, "alice", "Zoë's laptop", None)
+            .unwrap();
     }
 }

@@ -201,17 +201,51 @@ impl AppState {
         f: impl FnOnce(&mut Appliance) -> Result<T, appliance::Error> + Send + 'static,
     ) -> Result<T, ApiError> {
         let app = Arc::clone(&self.appliance);
-        off_thread(move || {
-            let mut guard = app.lock().map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "an earlier request failed inside the store; restart `spoke serve`",
-                )
-            })?;
-            f(&mut guard).map_err(ApiError::from)
+        off_thread(move || locked(&*app, |a| f(a).map_err(ApiError::from))).await
+    }
+}
+
+/// Runs `f` under the lock without ever poisoning it: a panic is caught
+/// while the guard is still held and answered as a 500, so the next request
+/// works. The state stays consistent because every store change is an
+/// SQLite transaction, rolled back when the panic drops it. A lock poisoned
+/// anyway is taken back, the policy the gateway's model slots follow too.
+fn locked<S, T>(
+    m: &Mutex<S>,
+    f: impl FnOnce(&mut S) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let mut guard = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut guard))).unwrap_or_else(|_| {
+        tracing::error!("a request panicked inside the store; its transaction was rolled back");
+        Err(ApiError::internal(
+            "the request failed inside the store and nothing was written; the server goes on, report this",
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_request_leaves_the_next_one_working() {
+        let m = Mutex::new(1);
+        let e = locked(&m, |n: &mut i32| -> Result<(), ApiError> {
+            *n += 1;
+            panic!("overflow")
         })
-        .await
+        .err()
+        .unwrap();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!m.is_poisoned());
+        assert_eq!(locked(&m, |n| Ok(*n)).ok(), Some(2));
+        // A lock poisoned elsewhere is taken back, not answered with 500s.
+        let _ = std::panic::catch_unwind(|| {
+            let _g = m.lock().unwrap();
+            panic!("poison");
+        });
+        assert!(m.is_poisoned());
+        assert_eq!(locked(&m, |n| Ok(*n + 1)).ok(), Some(3));
     }
 }
 

@@ -1,5 +1,7 @@
 //! Request counts and latency histograms per route, in Prometheus text
-//! format. Labels are route templates and status codes, never content.
+//! format. Labels are route templates and status codes, never content:
+//! a method and route pair missing from the route table is counted as
+//! `other`/`other`, so no client can add series (the body stays bounded).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -21,21 +23,19 @@ struct Series {
 /// What the server has seen since it started.
 #[derive(Default)]
 pub(crate) struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<(String, String), Series>>,
+    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
+    latency: Mutex<BTreeMap<(&'static str, &'static str), Series>>,
 }
 
 impl Metrics {
     pub(crate) fn record(&self, method: &str, route: &str, status: u16, took: Duration) {
-        let route = if route.is_empty() { "unmatched" } else { route };
+        let (method, route) =
+            crate::routes::find(method, route).map_or(("other", "other"), |r| (r.method, r.path));
         if let Ok(mut r) = self.requests.lock() {
-            *r.entry((method.to_string(), route.to_string(), status))
-                .or_default() += 1;
+            *r.entry((method, route, status)).or_default() += 1;
         }
         if let Ok(mut l) = self.latency.lock() {
-            let s = l
-                .entry((method.to_string(), route.to_string()))
-                .or_default();
+            let s = l.entry((method, route)).or_default();
             let secs = took.as_secs_f64();
             s.count += 1;
             s.sum += secs;
@@ -89,5 +89,33 @@ impl Metrics {
             let _ = writeln!(out, "spoke_store_rows{{table=\"{table}\"}} {n}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_methods_and_unknown_routes_add_no_series() {
+        let m = Metrics::default();
+        let took = Duration::from_millis(1);
+        m.record("GET", "/health", 200, took);
+        m.record("FOO", "/health", 404, took);
+        let baseline = m.render(&[]).len();
+        let long = "X".repeat(8 * 1024);
+        for i in 0..300 {
+            m.record(&format!("M{i}"), "/health", 404, took);
+            m.record(&long, "", 404, took);
+            m.record("GET", &format!("/random/{i}"), 404, took);
+            m.record("GET", "/health", 200, took);
+        }
+        let body = m.render(&[]);
+        assert!(!body.contains("XXXX") && !body.contains("/random/"));
+        assert!(!body.contains("M17"));
+        assert!(body.contains("method=\"other\",route=\"other\",status=\"404\"} 901"));
+        assert!(body.contains("method=\"GET\",route=\"/health\",status=\"200\"} 301"));
+        // Only counts and sums grow (a few bytes), never the series.
+        assert!(body.len() <= baseline + 1024, "{} > {baseline}", body.len());
     }
 }
