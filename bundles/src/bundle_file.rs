@@ -44,7 +44,7 @@ fn entry_path(entry: &tar::Entry<impl Read>) -> Result<String> {
 /// Reads a bundle file, verifying each chunk against its name into `store`,
 /// then checks the index names exactly the chunks that were present or already stored.
 pub fn read_bundle_file(path: &Path, store: &ChunkStore) -> Result<StagedBundle> {
-    let f = std::fs::File::open(path).map_err(Error::io("open bundle", path))?;
+    let f = crate::fsutil::open_regular(path, crate::medium::MAX_MEDIUM_SIZE)?;
     let mut ar = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, f));
     let origin = path.display().to_string();
     let mut index_bytes = None;

@@ -266,25 +266,13 @@ impl ChunkStore {
     /// Reads a chunk's stored bytes, refusing more than `max` bytes.
     pub fn get(&self, id: &str, max: u64) -> Result<Vec<u8>> {
         let path = self.path(id);
-        let f = std::fs::File::open(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Truncated {
-                    what: format!("chunk {id}"),
-                    detail: format!("missing at {}", path.display()),
-                }
-            } else {
-                Error::Io {
-                    action: "open chunk",
-                    path: path.clone(),
-                    source: e,
-                }
-            }
-        })?;
-        let mut buf = Vec::new();
-        f.take(max + 1)
-            .read_to_end(&mut buf)
-            .map_err(Error::io("read chunk", &path))?;
-        Ok(buf)
+        fsutil::read_regular(&path, max).map_err(|e| match e {
+            Error::Truncated { .. } => Error::Truncated {
+                what: format!("chunk {id}"),
+                detail: format!("missing at {}", path.display()),
+            },
+            other => other,
+        })
     }
 
     /// Every chunk id in the store, sorted.

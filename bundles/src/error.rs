@@ -111,6 +111,15 @@ pub enum Error {
         /// Details.
         detail: String,
     },
+    /// A file on a medium or in a mirror is a symlink, FIFO, device, socket or
+    /// directory where a regular file belongs; it is never opened.
+    #[error("{path} is not a regular file ({found}); a medium or mirror holds only regular files: copy it again from the hub")]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What was found instead (`fifo`, `symlink`, `directory`, ...).
+        found: &'static str,
+    },
     /// Something exceeds its declared or configured maximum size.
     #[error("{what} is {size} bytes, more than the allowed {max}")]
     TooLarge {
@@ -191,6 +200,7 @@ impl Error {
             Error::DigestMismatch { .. } => "digest_mismatch",
             Error::Truncated { .. } => "truncated",
             Error::TooLarge { .. } => "too_large",
+            Error::NotRegular { .. } => "not_regular",
             Error::DecompressionBomb { .. } => "decompression_bomb",
             Error::PathTraversal { .. } => "path_traversal",
             Error::AbsolutePath { .. } => "absolute_path",

@@ -1,7 +1,7 @@
 //! Small filesystem helpers: atomic writes and checked relative paths.
 
 use crate::error::{Error, Result};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory,
@@ -19,6 +19,15 @@ fn write_via_temp(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         tempfile::NamedTempFile::new_in(dir).map_err(Error::io("create temporary file in", dir))?;
     tmp.write_all(bytes)
         .map_err(Error::io("write", tmp.path()))?;
+    // The temporary file is created 0600; what is written through here
+    // (repository, media, installed content) is readable by any user, as a
+    // static web server run by another user needs. Secrets use [`write_secret`].
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(Error::io("chmod", tmp.path()))?;
+    }
     if durable {
         tmp.as_file()
             .sync_all()
@@ -73,6 +82,87 @@ pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 /// durable with [`sync_filesystem`] before relying on it.
 pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
     write_via_temp(path, bytes, false)
+}
+
+/// What a file type is, for error messages.
+fn type_name(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_symlink() {
+        "symlink"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "fifo"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_char_device() {
+        "character device"
+    } else {
+        "unknown file type"
+    }
+}
+
+fn check_regular(path: &Path, md: &std::fs::Metadata, max_len: u64) -> Result<()> {
+    if !md.file_type().is_file() {
+        return Err(Error::NotRegular {
+            path: path.to_owned(),
+            found: type_name(md.file_type()),
+        });
+    }
+    if md.len() > max_len {
+        return Err(Error::TooLarge {
+            what: path.display().to_string(),
+            size: md.len(),
+            max: max_len,
+        });
+    }
+    Ok(())
+}
+
+/// Opens a file from a medium or a mirror, which may be hostile: it must be a
+/// regular file (never a symlink, FIFO, device, socket or directory, checked
+/// with `symlink_metadata` before opening and `fstat` after) of at most
+/// `max_len` bytes. It is opened with `O_NOFOLLOW | O_NONBLOCK`, so a file
+/// swapped for a FIFO or a link in between cannot block or redirect the open,
+/// and every read through the result stops after `max_len` bytes. A missing
+/// file is [`Error::Truncated`].
+pub fn open_regular(path: &Path, max_len: u64) -> Result<std::io::Take<std::fs::File>> {
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt;
+    let md = std::fs::symlink_metadata(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Truncated {
+                what: path.display().to_string(),
+                detail: "missing".into(),
+            }
+        } else {
+            Error::Io {
+                action: "inspect",
+                path: path.to_owned(),
+                source: e,
+            }
+        }
+    })?;
+    check_regular(path, &md, max_len)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+        .open(path)
+        .map_err(Error::io("open", path))?;
+    let md = file.metadata().map_err(Error::io("inspect", path))?;
+    check_regular(path, &md, max_len)?;
+    Ok(file.take(max_len))
+}
+
+/// Reads a whole file from a medium or a mirror through [`open_regular`].
+pub fn read_regular(path: &Path, max_len: u64) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open_regular(path, max_len)?
+        .read_to_end(&mut bytes)
+        .map_err(Error::io("read", path))?;
+    Ok(bytes)
 }
 
 /// Checks that `raw` is a safe relative path made of normal components

@@ -376,17 +376,14 @@ pub fn open_medium(
     scratch: &Path,
 ) -> Result<PathBuf> {
     let info_path = dir.join("medium.json");
-    let md = std::fs::symlink_metadata(&info_path).map_err(|_| Error::Truncated {
-        what: info_path.display().to_string(),
-        detail: "not a medium (no medium.json); point at the directory `hub export` wrote".into(),
+    let bytes = fsutil::read_regular(&info_path, 1024 * 1024).map_err(|e| match e {
+        Error::Truncated { what, .. } => Error::Truncated {
+            what,
+            detail: "not a medium (no medium.json); point at the directory `hub export` wrote"
+                .into(),
+        },
+        other => other,
     })?;
-    if md.len() > 1024 * 1024 || !md.is_file() {
-        return Err(Error::invalid(
-            info_path.display().to_string(),
-            "must be a small regular file",
-        ));
-    }
-    let bytes = std::fs::read(&info_path).map_err(Error::io("read", &info_path))?;
     #[derive(Deserialize)]
     struct Head {
         format: String,
@@ -407,7 +404,7 @@ pub fn open_medium(
     }
     let identity =
         identity.ok_or_else(|| Error::NotForThisSpoke("no age identity available".into()))?;
-    let mut readers: Vec<std::fs::File> = Vec::new();
+    let mut readers = Vec::new();
     for (i, part) in info.parts.iter().enumerate() {
         if *part != format!("payload.{i:03}.age") {
             return Err(Error::invalid(
@@ -416,10 +413,7 @@ pub fn open_medium(
             ));
         }
         let p = dir.join(part);
-        readers.push(std::fs::File::open(&p).map_err(|e| Error::Truncated {
-            what: p.display().to_string(),
-            detail: e.to_string(),
-        })?);
+        readers.push(fsutil::open_regular(&p, MAX_MEDIUM_SIZE)?);
     }
     let chained = readers
         .into_iter()

@@ -15,7 +15,7 @@ use crate::repo::{dir_url, Layout, Published};
 use crate::{block_on, Progress};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use tough::schema::{Role, RoleType, Root, Signed};
 use tough::{ExpirationEnforcement, FilesystemTransport, Limits, Repository, RepositoryLoader};
@@ -157,12 +157,20 @@ fn role_value<T: Serialize>(v: &T) -> Result<serde_json::Value> {
 /// Loads and verifies the repository at `dir` against `trust` under `policy`.
 pub fn verify_repository(dir: &Path, trust: &TrustState, policy: &Policy) -> Result<Verified> {
     let layout = Layout::new(dir);
-    if !layout.metadata().join("timestamp.json").is_file() {
+    if std::fs::symlink_metadata(layout.metadata().join("timestamp.json")).is_err() {
         return Err(Error::Truncated {
             what: format!("{}/metadata/timestamp.json", dir.display()),
             detail: "not a repository or medium (missing metadata)".into(),
         });
     }
+    let limits = Limits {
+        max_root_size: MAX_ROOT_SIZE,
+        max_targets_size: 32 * 1024 * 1024,
+        max_timestamp_size: 64 * 1024,
+        max_snapshot_size: 1024 * 1024,
+        max_root_updates: 1024,
+    };
+    let metadata = copy_metadata(&layout.metadata(), &limits)?;
     let datastore =
         tempfile::tempdir().map_err(Error::io("create datastore", std::env::temp_dir()))?;
     for (name, v) in [
@@ -178,15 +186,8 @@ pub fn verify_repository(dir: &Path, trust: &TrustState, policy: &Policy) -> Res
     }
     let root_bytes = serde_json::to_vec(&trust.root)
         .map_err(|e| Error::invalid("trusted root", e.to_string()))?;
-    let meta_url = dir_url(&layout.metadata())?;
+    let meta_url = dir_url(metadata.path())?;
     let targets_url = dir_url(&layout.targets())?;
-    let limits = Limits {
-        max_root_size: 1024 * 1024,
-        max_targets_size: 32 * 1024 * 1024,
-        max_timestamp_size: 64 * 1024,
-        max_snapshot_size: 1024 * 1024,
-        max_root_updates: 1024,
-    };
     let loaded = block_on(async {
         RepositoryLoader::new(&root_bytes, meta_url, targets_url)
             .transport(FilesystemTransport)
@@ -229,6 +230,39 @@ pub fn verify_repository(dir: &Path, trust: &TrustState, policy: &Policy) -> Res
         trusted_now,
         layout,
     })
+}
+
+/// The largest root metadata file accepted.
+const MAX_ROOT_SIZE: u64 = 1024 * 1024;
+
+/// Copies the metadata files of a medium or mirror into a private directory
+/// through [`fsutil::read_regular`], each capped at its role's limit, so the
+/// TUF client never opens a file on the medium itself (a FIFO, a device or a
+/// link there is refused here, by name). Files that are not TUF metadata are
+/// not read.
+fn copy_metadata(dir: &Path, limits: &Limits) -> Result<tempfile::TempDir> {
+    let copy =
+        tempfile::tempdir().map_err(Error::io("create metadata copy", std::env::temp_dir()))?;
+    for entry in std::fs::read_dir(dir).map_err(Error::io("list", dir))? {
+        let entry = entry.map_err(Error::io("list", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let cap = if name == "timestamp.json" {
+            limits.max_timestamp_size
+        } else if name.ends_with(".root.json") {
+            limits.max_root_size
+        } else if name.ends_with(".snapshot.json") {
+            limits.max_snapshot_size
+        } else if name.ends_with(".targets.json") {
+            limits.max_targets_size
+        } else {
+            continue;
+        };
+        let bytes = fsutil::read_regular(&entry.path(), cap)?;
+        let to = copy.path().join(name);
+        std::fs::write(&to, bytes).map_err(Error::io("write", &to))?;
+    }
+    Ok(copy)
 }
 
 fn check_expiry(repo: &Repository, now: jiff::Timestamp, policy: &Policy) -> Result<()> {
@@ -342,7 +376,7 @@ fn classify(e: tough::error::Error, layout: &Layout, trust: &TrustState) -> Erro
 }
 
 fn read_meta<T: serde::de::DeserializeOwned>(layout: &Layout, name: &str) -> Option<Signed<T>> {
-    let bytes = std::fs::read(layout.metadata().join(name)).ok()?;
+    let bytes = fsutil::read_regular(&layout.metadata().join(name), MAX_ROOT_SIZE).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -450,15 +484,14 @@ impl Verified {
     /// Reads the index of `p`, checks its length and digest against the signed targets, then parses it.
     pub fn read_index(&self, p: &Published) -> Result<(BundleIndex, Vec<u8>)> {
         let path = self.layout.target_file(&p.target, p.sha256());
-        let f = std::fs::File::open(&path).map_err(|e| Error::Truncated {
-            what: format!("index {}", p.target),
-            detail: format!("{}: {e}", path.display()),
-        })?;
         let cap = p.length.min(MAX_INDEX_SIZE);
-        let mut bytes = Vec::new();
-        f.take(cap + 1)
-            .read_to_end(&mut bytes)
-            .map_err(Error::io("read", &path))?;
+        let bytes = fsutil::read_regular(&path, cap).map_err(|e| match e {
+            Error::Truncated { detail, .. } => Error::Truncated {
+                what: format!("index {}", p.target),
+                detail: format!("{}: {detail}", path.display()),
+            },
+            other => other,
+        })?;
         if bytes.len() as u64 > p.length || p.length > MAX_INDEX_SIZE {
             return Err(Error::TooLarge {
                 what: format!("index {}", p.target),
