@@ -16,6 +16,15 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = spoke::Cli::parse();
     let json = cli.json;
+    // A closed pipe (`spoke ... | head -1`) ends the process quietly, as for
+    // every Unix tool, instead of a panic in `println!`. Servers keep Rust's
+    // default (SIGPIPE ignored): a client that disconnects must not kill them.
+    if !matches!(cli.command, spoke::cli::Command::Serve { .. }) {
+        // SAFETY: single-threaded here; restoring a default signal disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match spoke::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
