@@ -82,6 +82,49 @@ fn sample_products_evaluate_and_locks_replay_byte_for_byte() {
 }
 
 #[test]
+fn evaluation_as_of_a_date_judges_documents_on_that_day_and_the_lock_pins_it() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    // Hydra Serum's safety report is valid up to and including 2099-12-31.
+    let rule = |outcomes: &serde_json::Value, date: &str| -> (String, String) {
+        let o = &outcomes[0];
+        let cpsr = o["evaluation"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rule"] == "cpsr-present")
+            .unwrap();
+        let lock = o["lock_id"].as_str().unwrap();
+        let shown = env.spoke(&["locks", "--data", &d, "--show", lock]).ok();
+        assert_eq!(shown["content"]["as_of"], date);
+        let replay = env.spoke(&["eval", "--data", &d, "--replay", lock]);
+        assert!(replay.out.status.success(), "replay of the {date} lock");
+        (
+            o["verdict"].as_str().unwrap().to_string(),
+            cpsr["verdict"].as_str().unwrap().to_string(),
+        )
+    };
+    for (date, verdict) in [("2099-12-31", "pass"), ("2100-01-01", "fail")] {
+        let outcomes = env
+            .spoke(&["eval", "--data", &d, "--as-of", date, "hydra-serum"])
+            .ok();
+        assert_eq!(
+            rule(&outcomes, date),
+            (verdict.to_string(), verdict.to_string()),
+            "as of {date}"
+        );
+    }
+    let audit = env.spoke(&["audit", "list", "--data", &d]).ok();
+    for bad in ["2026-02-30", "3 March 2027", "2027-3-1"] {
+        let msg = env
+            .spoke(&["eval", "--data", &d, "--as-of", bad, "hydra-serum"])
+            .fails_with("invalid");
+        assert!(msg.contains("YYYY-MM-DD"), "{bad}: {msg}");
+    }
+    assert_eq!(env.spoke(&["audit", "list", "--data", &d]).ok(), audit);
+}
+
+#[test]
 fn append_only_records_resist_sql_and_raw_file_edits() {
     let env = Env::new();
     let d = env.sample_spoke("spoke");

@@ -212,6 +212,17 @@ pub(crate) fn today() -> String {
         .to_string()
 }
 
+/// An evaluation date as the kernel and locks write it: a real calendar day
+/// in `YYYY-MM-DD`.
+fn evaluation_date(as_of: &str) -> Result<String, Error> {
+    match as_of.trim().parse::<jiff::civil::Date>() {
+        Ok(d) if d.to_string() == as_of.trim() => Ok(d.to_string()),
+        _ => Err(Error::Invalid(format!(
+            "evaluation date {as_of:?} is not a calendar date; write it as YYYY-MM-DD, e.g. 2027-03-01"
+        ))),
+    }
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -505,9 +516,25 @@ impl Appliance {
     /// Evaluates products against the active packs and records, per product,
     /// an evaluation and its Compliance Lock, all in one transaction.
     pub fn evaluate(&mut self, actor: &Actor, products: &[String]) -> Result<Vec<Outcome>, Error> {
+        self.evaluate_as_of(actor, products, None)
+    }
+
+    /// Evaluates products as the law applies on `as_of` (`YYYY-MM-DD`,
+    /// today in UTC when None): documents are judged valid or expired on
+    /// that day, and the lock pins the date, so a replay gives the same
+    /// bytes whenever it runs.
+    pub fn evaluate_as_of(
+        &mut self,
+        actor: &Actor,
+        products: &[String],
+        as_of: Option<&str>,
+    ) -> Result<Vec<Outcome>, Error> {
         actor.require(Permission::Evaluate)?;
+        let as_of = match as_of {
+            Some(date) => evaluation_date(date)?,
+            None => today(),
+        };
         self.store.check_writable()?;
-        let as_of = today();
         let compiled = self.active_program()?;
         if compiled.packs.is_empty() {
             return Err(Error::Conflict(

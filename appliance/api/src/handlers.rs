@@ -382,6 +382,9 @@ struct Evaluate {
     products: Vec<String>,
     #[serde(default)]
     all: bool,
+    /// `YYYY-MM-DD`: evaluate as things stand on that day (default today).
+    #[serde(default)]
+    as_of: Option<String>,
 }
 
 async fn evaluate(
@@ -403,7 +406,7 @@ async fn evaluate(
             } else {
                 body.products
             };
-            a.evaluate(&actor, &ids)
+            a.evaluate_as_of(&actor, &ids, body.as_of.as_deref())
         })
         .await?;
     created(outcomes)

@@ -66,7 +66,10 @@ fn tools() -> Vec<Tool> {
             "Evaluate products against the active packs; writes Compliance Locks (needs the evaluate permission).",
             schema(json!({
                 "type": "object",
-                "properties": {"products": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
+                "properties": {
+                    "products": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    "as_of": {"type": "string", "format": "date", "description": "Evaluate as things stand on this day (YYYY-MM-DD); default today."}
+                },
                 "required": ["products"]
             })),
         ),
@@ -161,8 +164,12 @@ impl Mcp {
                             "argument \"products\" must be a list of product ids",
                         )
                     })?;
+                let as_of = args
+                    .get("as_of")
+                    .map(|_| string_arg(&args, "as_of"))
+                    .transpose()?;
                 let outcomes = s
-                    .run(move |a| a.evaluate(&actor, &products))
+                    .run(move |a| a.evaluate_as_of(&actor, &products, as_of.as_deref()))
                     .await
                     .map_err(api)?;
                 Ok(json!(outcomes))

@@ -172,6 +172,10 @@ pub enum Command {
         /// fails unless it is byte-identical to the stored one.
         #[arg(long, conflicts_with = "products")]
         replay: Option<String>,
+        /// Evaluate as the law and the documents stand on this date
+        /// (YYYY-MM-DD; default today, UTC). The lock pins it.
+        #[arg(long, value_name = "DATE", conflicts_with = "replay")]
+        as_of: Option<String>,
         /// Product ids.
         products: Vec<String>,
     },
@@ -869,8 +873,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             data,
             all,
             replay,
+            as_of,
             products,
-        } => work::eval(json, &data, all, replay, products),
+        } => work::eval(json, &data, all, replay, as_of, products),
         Command::Locks {
             data,
             product,

@@ -162,6 +162,7 @@ pub(crate) fn eval(
     data: &Path,
     all: bool,
     replay: Option<String>,
+    as_of: Option<String>,
     products: Vec<String>,
 ) -> Result<(), Error> {
     let mut a = open(data)?;
@@ -185,40 +186,58 @@ pub(crate) fn eval(
     } else {
         products
     };
-    let outcomes = a.evaluate(&Actor::cli(), &ids)?;
-    out(json, &outcomes, |os| {
-        lines(os.iter().map(|o| {
-            let mut s = format!(
-                "{:24} {:13} lock {}",
-                o.product_id,
-                format!("{:?}", o.verdict),
-                o.lock_id
-            );
-            for r in o
-                .evaluation
-                .rules
-                .iter()
-                .filter(|r| r.verdict != kernel_pass())
-            {
-                for step in r.trace.iter().filter(|s| s.verdict != kernel_pass()) {
-                    s.push_str(&format!(
-                        "\n    {} {}: {}",
-                        r.rule, step.subject, step.detail
-                    ));
-                }
-            }
-            for r in &o.evaluation.rules {
-                for ob in &r.obligations {
-                    s.push_str(&format!("\n    duty ({}): {ob}", r.rule));
-                }
-            }
-            s
-        }))
-    })
+    let outcomes = a.evaluate_as_of(&Actor::cli(), &ids, as_of.as_deref())?;
+    out(json, &outcomes, |os| lines(os.iter().map(outcome_text)))
 }
 
-fn kernel_pass() -> Verdict {
-    Verdict::Pass
+/// One product's verdict in a few lines: each finding under its own verdict
+/// (a needs-review finding of a failing product is not a failure), and the
+/// same advice for the same component given once, naming every rule that
+/// asked for it.
+fn outcome_text(o: &appliance::compliance::Outcome) -> String {
+    type Finding<'a> = (Verdict, &'a str, &'a str);
+    let mut findings: Vec<(Finding, Vec<&str>)> = Vec::new();
+    let mut duties: Vec<(&str, Vec<&str>)> = Vec::new();
+    for r in &o.evaluation.rules {
+        for step in r.trace.iter().filter(|s| s.verdict != Verdict::Pass) {
+            let key = (step.verdict, step.subject.as_str(), step.detail.as_str());
+            match findings.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, rules)) => rules.push(&r.rule),
+                None => findings.push((key, vec![&r.rule])),
+            }
+        }
+        for ob in &r.obligations {
+            match duties.iter_mut().find(|(d, _)| d == ob) {
+                Some((_, rules)) => rules.push(&r.rule),
+                None => duties.push((ob, vec![&r.rule])),
+            }
+        }
+    }
+    let mut s = format!(
+        "{:24} {:13} lock {}",
+        o.product_id,
+        verdict_label(o.verdict),
+        o.lock_id
+    );
+    for ((verdict, subject, detail), rules) in findings {
+        s.push_str(&format!(
+            "\n    {} {subject}: {detail} ({})",
+            verdict_label(verdict),
+            rules.join(", ")
+        ));
+    }
+    for (duty, rules) in duties {
+        s.push_str(&format!("\n    duty: {duty} ({})", rules.join(", ")));
+    }
+    s
+}
+
+fn verdict_label(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::NeedsReview => "needs review",
+        Verdict::Fail => "fail",
+    }
 }
 
 pub(crate) fn locks(
@@ -371,5 +390,75 @@ pub(crate) fn changes(json: bool, command: ChangesCommand) -> Result<(), Error> 
             let c = open(&data)?.rollback(&Actor::cli(), &id)?;
             out(json, &c, describe_change)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appliance::compliance::{Evaluation, Outcome};
+    use kernel::{RuleOutcome, Step};
+
+    fn rule(id: &str, steps: &[(Verdict, &str, &str)], duties: &[&str]) -> RuleOutcome {
+        RuleOutcome {
+            pack: "p".into(),
+            rule: id.into(),
+            kind: "k".into(),
+            title: None,
+            verdict: steps.iter().map(|s| s.0).max().unwrap_or(Verdict::Pass),
+            obligations: duties.iter().map(|d| d.to_string()).collect(),
+            trace: steps
+                .iter()
+                .map(|(v, subject, detail)| Step {
+                    subject: subject.to_string(),
+                    check: "c".into(),
+                    verdict: *v,
+                    detail: detail.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn each_finding_shows_its_own_verdict_and_repeated_advice_appears_once() {
+        let rules = vec![
+            rule(
+                "annex-ii",
+                &[
+                    (Verdict::Fail, "lead acetate", "prohibited"),
+                    (Verdict::NeedsReview, "aqua", "add the CAS number"),
+                ],
+                &["Contains limonene"],
+            ),
+            rule(
+                "annex-iii",
+                &[
+                    (Verdict::Pass, "glycerin", "not listed"),
+                    (Verdict::NeedsReview, "aqua", "add the CAS number"),
+                ],
+                &["Contains limonene"],
+            ),
+        ];
+        let o = Outcome {
+            product_id: "prod-1".into(),
+            lock_id: "L".into(),
+            verdict: Verdict::Fail,
+            evaluation: Evaluation {
+                verdict: Verdict::Fail,
+                rules,
+                fuel_used: 1,
+            },
+        };
+        let text = outcome_text(&o);
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        assert!(lines[0].starts_with("prod-1") && lines[0].contains("fail"));
+        assert_eq!(
+            &lines[1..],
+            [
+                "fail lead acetate: prohibited (annex-ii)",
+                "needs review aqua: add the CAS number (annex-ii, annex-iii)",
+                "duty: Contains limonene (annex-ii, annex-iii)",
+            ]
+        );
     }
 }
