@@ -184,6 +184,43 @@ pub(crate) fn valid_id(id: &str) -> Result<(), Error> {
     }
 }
 
+/// Percentage points a formulation's total may exceed 100% by (rounding of
+/// each line to two decimals over a few dozen lines stays well inside it).
+const TOTAL_TOLERANCE_PCT: f64 = 0.5;
+
+/// Writes what means the same thing one way, before validation: units
+/// without case or spaces (`"PPM"`, `"% w/w"`), CAS and EC numbers without
+/// surrounding or inner spaces, and a blank CAS or EC number as absent.
+fn normalise(input: &mut EntityInput) {
+    fn number(v: &mut Option<String>) {
+        if let Some(n) = v {
+            let compact: String = n.chars().filter(|c| !c.is_whitespace()).collect();
+            *v = (!compact.is_empty()).then_some(compact);
+        }
+    }
+    number(&mut input.cas);
+    for c in &mut input.components {
+        number(&mut c.cas);
+        number(&mut c.ec);
+        if let Some(u) = &mut c.unit {
+            *u = u
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect::<String>()
+                .to_lowercase();
+        }
+    }
+}
+
+/// A concentration as a percentage by weight, if it has a known unit.
+fn as_percent(value: f64, unit: &str) -> Option<f64> {
+    match unit {
+        "%w/w" | "%" => Some(value),
+        "ppm" | "mg/kg" => Some(value / 10_000.0),
+        _ => None,
+    }
+}
+
 fn validate(input: &EntityInput) -> Result<(), Error> {
     let bad = |m: String| Err(Error::Invalid(m));
     if let Some(id) = &input.id {
@@ -228,38 +265,61 @@ fn validate(input: &EntityInput) -> Result<(), Error> {
     if input.components.len() > MAX_COMPONENTS {
         return bad(format!("components: at most {MAX_COMPONENTS}"));
     }
+    let mut total = 0.0;
     for (i, c) in input.components.iter().enumerate() {
-        let at = format!("components[{i}]");
         if c.substance.trim().is_empty() {
-            return bad(format!("{at}.substance: required"));
+            return bad(format!("components[{i}].substance: required"));
         }
+        let (at, name) = (format!("components[{i}]"), c.substance.trim());
         if let Some(cas) = &c.cas {
             if !valid_cas(cas) {
                 return bad(format!(
-                    "{at}.cas {cas:?}: not a valid CAS number (format NNNNNNN-NN-N with a correct check digit)"
+                    "{at}.cas {cas:?} ({name}): not a valid CAS number (format NNNNNNN-NN-N with a correct check digit)"
                 ));
             }
         }
         if let Some(ec) = &c.ec {
             if !valid_ec(ec) {
                 return bad(format!(
-                    "{at}.ec {ec:?}: not an EC number (format NNN-NNN-N)"
+                    "{at}.ec {ec:?} ({name}): not an EC number (format NNN-NNN-N)"
                 ));
-            }
-        }
-        if let Some(v) = c.concentration {
-            if !v.is_finite() || v < 0.0 {
-                return bad(format!("{at}.concentration: must be a non-negative number"));
             }
         }
         if let Some(u) = &c.unit {
             if !UNITS.contains(&u.as_str()) {
-                return bad(format!("{at}.unit {u:?}: use one of {}", UNITS.join(", ")));
-            }
-            if matches!(u.as_str(), "%w/w" | "%") && c.concentration.is_some_and(|v| v > 100.0) {
-                return bad(format!("{at}.concentration: more than 100%"));
+                return bad(format!(
+                    "{at}.unit {u:?} ({name}): use one of {}",
+                    UNITS.join(", ")
+                ));
             }
         }
+        if let Some(v) = c.concentration {
+            let Some(unit) = &c.unit else {
+                return bad(format!(
+                    "{at}.concentration {v} ({name}): give its unit ({}); a bare number cannot be checked against a limit",
+                    UNITS.join(", ")
+                ));
+            };
+            let pct = as_percent(v, unit).filter(|p| v.is_finite() && *p > 0.0);
+            match pct {
+                Some(p) if p <= 100.0 => total += p,
+                Some(_) => {
+                    return bad(format!(
+                        "{at}.concentration {v} {unit} ({name}): more than 100% (1,000,000 ppm) of the product"
+                    ))
+                }
+                None => {
+                    return bad(format!(
+                        "{at}.concentration {v} ({name}): must be a number above 0 (leave out a substance that is not present)"
+                    ))
+                }
+            }
+        }
+    }
+    if total > 100.0 + TOTAL_TOLERANCE_PCT {
+        return bad(format!(
+            "components: the concentrations add up to {total:.3}%, more than 100% (tolerance {TOTAL_TOLERANCE_PCT} points); correct the formulation"
+        ));
     }
     Ok(())
 }
@@ -442,6 +502,7 @@ impl Store {
         let many = inputs.len() > 1;
         let mut ready = Vec::with_capacity(inputs.len());
         for (i, mut input) in inputs.into_iter().enumerate() {
+            normalise(&mut input);
             validate(&input).map_err(|e| match e {
                 Error::Invalid(m) if many => Error::Invalid(format!("entity #{i}: {m}")),
                 other => other,
@@ -676,6 +737,97 @@ mod tests {
         let err = put(&mut s, &Actor::cli(), bad, None).unwrap_err();
         assert!(err.to_string().contains("more than 100%"), "{err}");
         assert!(s.entities(None, 10, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn units_and_numbers_are_normalised_and_impossible_amounts_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let a = Actor::cli();
+        let line = |cas: &str, v: Option<f64>, unit: Option<&str>| Component {
+            substance: "Limonene".into(),
+            cas: Some(cas.into()),
+            ec: None,
+            concentration: v,
+            unit: unit.map(Into::into),
+        };
+        // What rules.md promises the kernel reads as the same thing.
+        let ok = put(
+            &mut s,
+            &a,
+            input(
+                "spelled",
+                EntityKind::Product,
+                vec![
+                    line(" 5989-27-5 ", Some(120.0), Some("PPM")),
+                    line("5989 - 27 - 5", Some(0.5), Some("% w/w")),
+                    line("   ", Some(10.0), Some("MG/KG")),
+                ],
+            ),
+            None,
+        )
+        .unwrap();
+        let stored: Vec<(Option<&str>, Option<&str>)> = ok
+            .components
+            .iter()
+            .map(|c| (c.cas.as_deref(), c.unit.as_deref()))
+            .collect();
+        assert_eq!(
+            stored,
+            [
+                (Some("5989-27-5"), Some("ppm")),
+                (Some("5989-27-5"), Some("%w/w")),
+                (None, Some("mg/kg")),
+            ]
+        );
+        // What no formulation can mean: refused, naming the line.
+        let cases = [
+            (
+                vec![line("5989-27-5", Some(1_500_000.0), Some("ppm"))],
+                "more than 100%",
+            ),
+            (vec![line("5989-27-5", Some(2.0), None)], "give its unit"),
+            (vec![line("5989-27-5", Some(0.0), Some("%"))], "above 0"),
+            (
+                vec![
+                    line("5989-27-5", Some(70.0), Some("%")),
+                    line("5989-27-5", Some(60.0), Some("%w/w")),
+                ],
+                "add up to 130.000%",
+            ),
+        ];
+        for (components, needle) in cases {
+            let err = put(
+                &mut s,
+                &a,
+                input("impossible", EntityKind::Product, components),
+                None,
+            )
+            .unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(needle), "{needle}: {msg}");
+            assert!(
+                needle.starts_with("add")
+                    || msg.contains("components[0]") && msg.contains("Limonene"),
+                "{msg}"
+            );
+        }
+        // Rounding of a real formulation stays inside the tolerance.
+        put(
+            &mut s,
+            &a,
+            input(
+                "rounded",
+                EntityKind::Product,
+                vec![
+                    line("5989-27-5", Some(60.2), Some("%")),
+                    line("5989-27-5", Some(40.1), Some("%")),
+                ],
+            ),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.entities(None, 10, 0).unwrap().len(), 2);
     }
 
     #[test]

@@ -63,7 +63,7 @@ fn entity(i: u64, rng: &mut Rng, edit: u64) -> EntityInput {
         .map(|c| {
             serde_json::json!({
                 "substance": format!("Substance {}", rng.next() % 5000),
-                "concentration": ((rng.next() % 1000) as f64) / 100.0 + c as f64,
+                "concentration": ((1 + rng.next() % 1000) as f64) / 100.0 + c as f64,
                 "unit": "%w/w",
             })
         })
