@@ -135,6 +135,13 @@ fn every_endpoint_for_every_role_matches_the_route_table() {
                     route.method
                 );
                 assert_eq!(anonymous.kind(), "unauthenticated");
+                assert!(
+                    anonymous.headers.iter().any(|(n, v)| {
+                        n.eq_ignore_ascii_case("www-authenticate") && v.starts_with("Bearer ")
+                    }),
+                    "{} {path}: a 401 names the Bearer scheme (RFC 6750)",
+                    route.method
+                );
             }
         }
         for (role, token) in &tokens {

@@ -141,13 +141,21 @@ impl From<gateway::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             axum::Json(
                 serde_json::json!({ "error": { "kind": self.kind, "message": self.message } }),
             ),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 section 3: a 401 names the scheme the client must use.
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"eurocomply-spoke\""),
+            );
+        }
+        response
     }
 }
 
@@ -221,32 +229,6 @@ fn locked<S, T>(
             "the request failed inside the store and nothing was written; the server goes on, report this",
         ))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_panicking_request_leaves_the_next_one_working() {
-        let m = Mutex::new(1);
-        let e = locked(&m, |n: &mut i32| -> Result<(), ApiError> {
-            *n += 1;
-            panic!("overflow")
-        })
-        .err()
-        .unwrap();
-        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(!m.is_poisoned());
-        assert_eq!(locked(&m, |n| Ok(*n)).ok(), Some(2));
-        // A lock poisoned elsewhere is taken back, not answered with 500s.
-        let _ = std::panic::catch_unwind(|| {
-            let _g = m.lock().unwrap();
-            panic!("poison");
-        });
-        assert!(m.is_poisoned());
-        assert_eq!(locked(&m, |n| Ok(*n + 1)).ok(), Some(3));
-    }
 }
 
 /// Runs blocking work (the store, the models, the host's files) on the
@@ -477,4 +459,30 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_request_leaves_the_next_one_working() {
+        let m = Mutex::new(1);
+        let e = locked(&m, |n: &mut i32| -> Result<(), ApiError> {
+            *n += 1;
+            panic!("overflow")
+        })
+        .err()
+        .unwrap();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!m.is_poisoned());
+        assert_eq!(locked(&m, |n| Ok(*n)).ok(), Some(2));
+        // A lock poisoned elsewhere is taken back, not answered with 500s.
+        let _ = std::panic::catch_unwind(|| {
+            let _g = m.lock().unwrap();
+            panic!("poison");
+        });
+        assert!(m.is_poisoned());
+        assert_eq!(locked(&m, |n| Ok(*n + 1)).ok(), Some(3));
+    }
 }
