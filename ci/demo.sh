@@ -140,11 +140,14 @@ api -X POST "$url/api/v1/ai/ask" -H "authorization: Bearer $token" -H 'content-t
 import json, sys
 a = json.load(sys.stdin)
 print("Q:", a["question"])
-print("A:", a["answer"].strip())
+for s in a["statements"]:
+    print("A: (%s) %s %s" % (s["kind"], " ".join(s["text"].split()), "".join("[%d]" % n for n in s["citations"])))
 for c in a["citations"]:
-    print("  [%d]%s %s (passage %d): %s..." % (c["n"], "*" if c["cited"] else " ", c["filename"], c["ord"], c["text"][:80].replace("\n", " ")))
+    if c["cited"]:
+        print("  [%d] %s %s: %s..." % (c["n"], c["source"], c["filename"], c["text"][:80].replace("\n", " ")))
 m = a["generation_model"]
-print("answered on the spoke by %s %s (%s), retrieval %s" % (m["name"], m["version"], m["cid"], a["retrieval"]))'
+who = "quoted from the sources" if m is None else "answered by %s %s (%s), checked against the sources" % (m["name"], m["version"], m["cid"])
+print("%s, retrieval %s" % (who, a["retrieval"]))'
 kill $server; wait $server 2>/dev/null || true
 
 printf '\ndemo complete: %s\nserve it again with: %s serve --data %s --addr 127.0.0.1:8443\n' "$out" "$spoke" "$data"

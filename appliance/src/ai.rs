@@ -153,10 +153,24 @@ pub struct PassageText {
     pub text: String,
 }
 
+/// What a passage comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A stored document (its extracted text).
+    Document,
+    /// An entity's record (a product's components).
+    Entity,
+    /// A Compliance Lock (a product's latest evaluation and its trace).
+    Lock,
+}
+
 /// A passage found for a question.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Retrieved {
-    /// Document id.
+    /// What the passage comes from.
+    pub source: Source,
+    /// Document id (for a record: the entity's or the lock's id).
     pub document: String,
     /// The document's original file name.
     pub filename: String,
@@ -465,6 +479,7 @@ impl Appliance {
                 continue;
             };
             out.push(Retrieved {
+                source: Source::Document,
                 document,
                 filename: d.filename,
                 ord,

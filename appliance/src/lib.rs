@@ -24,6 +24,7 @@ pub mod entities;
 pub mod export;
 pub mod licence;
 mod objects;
+mod records;
 mod service;
 mod store;
 
