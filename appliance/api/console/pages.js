@@ -327,7 +327,7 @@ function uploadForm(me, main, params) {
 
 export async function ask(me, main) {
   heading(main, 'Ask');
-  main.append(h('p', {}, 'Answers come from the local model, grounded in this spoke\'s documents. Check every answer against the cited passages.'));
+  main.append(h('p', {}, 'Answers come from this spoke\'s documents and records. The local model\'s words are shown only when every number, date and name in them is in the passage they cite; otherwise the answer quotes the passage itself.'));
   const out = h('div', { id: 'answer' });
   const form = h('form', { class: 'card', 'aria-labelledby': 'ask-h' },
     h('h2', { id: 'ask-h' }, 'Question'),
@@ -338,38 +338,73 @@ export async function ask(me, main) {
     fill(out, h('p', { role: 'status' }, 'Thinking… (the local model runs on this appliance\'s processor)'));
     const a = await call('POST', '/api/v1/ai/ask', { body: { question: d.get('question'), max_tokens: 96 } });
     const passage = h('section', { id: 'passage', 'aria-live': 'polite' });
+    const byN = new Map(a.citations.map((c) => [c.n, c]));
     return h('div', {},
       h('h2', {}, 'Answer'),
-      h('p', { class: 'answer' }, a.answer || '(no answer)'),
+      h('ul', { class: 'statements' }, a.statements.map((st) => statement(st, byN, passage))),
       h('h2', {}, 'Sources'),
       a.citations.length
         ? h('ol', { class: 'citations' }, a.citations.map((c) => h('li', {},
           h('button', { type: 'button', class: 'link', onclick: () => openPassage(c, passage) },
-            `[${c.n}] ${c.filename}, passage ${c.ord + 1}`),
+            `[${c.n}] ${c.filename}${c.source === 'document' ? `, passage ${c.ord + 1}` : ''}`),
           c.cited ? ' (cited)' : '')))
-        : h('p', {}, 'No document matched; upload documents that answer this, then ask again.'),
+        : h('p', {}, 'Nothing on this spoke matched; upload documents that answer this, then ask again.'),
       passage,
-      h('p', { class: 'hint' }, `Retrieval: ${a.retrieval}${a.generation_model ? `; model ${a.generation_model.name}@${a.generation_model.version}` : ''}`));
+      h('p', { class: 'hint' }, `Retrieval: ${a.retrieval}${a.generation_model ? `; model ${a.generation_model.name}@${a.generation_model.version}` : '; quoted, the model was not needed'}`));
   });
   main.append(form);
 }
 
-/** Shows a cited passage inside its document, marked. */
-async function openPassage(c, where) {
+/** What each kind of statement is, in words. */
+const STATEMENT_KINDS = {
+  quoted: 'Quoted from the document',
+  record: 'From this spoke\'s records',
+  generated: 'The model\'s words, checked against the source',
+  none: 'No answer',
+};
+
+/** One statement of an answer: its kind, its words, its citations. */
+function statement(st, byN, passage) {
+  const quoted = st.kind === 'quoted' || st.kind === 'record';
+  return h('li', { class: `statement ${st.kind}` },
+    h('span', { class: 'kind' }, STATEMENT_KINDS[st.kind] || st.kind), ' ',
+    quoted ? h('q', { class: 'quote' }, st.text) : h('span', {}, st.text), ' ',
+    st.citations.map((n) => byN.get(n)).filter(Boolean).map((c) => h('button', {
+      type: 'button', class: 'link cite', 'aria-label': `Open source ${c.n}, ${c.filename}`,
+      onclick: () => openPassage(c, passage, st.offsets),
+    }, `[${c.n}]`)));
+}
+
+/** Shows a cited passage inside its document (or record), with the quoted
+ * span, or else the whole passage, marked. */
+async function openPassage(c, where, span) {
+  const record = c.source !== 'document';
   const title = h('h2', { tabindex: '-1' }, `[${c.n}] ${c.filename}`);
-  fill(where, title, h('p', { class: 'hint' }, `Passage ${c.ord + 1}, characters ${c.start}–${c.end} of the document's text`));
-  let view = h('div', { class: 'passage' }, h('mark', {}, c.text));
-  try {
-    const meta = await call('GET', `/api/v1/documents/${enc(c.document)}`);
-    if (meta.media_type && meta.media_type.startsWith('text/')) {
-      const text = await call('GET', `/api/v1/documents/${enc(c.document)}/content`);
-      const bytes = new TextEncoder().encode(typeof text === 'string' ? text : JSON.stringify(text));
-      const dec = new TextDecoder();
-      const [before, cited, after] = [bytes.slice(0, c.start), bytes.slice(c.start, c.end), bytes.slice(c.end)].map((b) => dec.decode(b));
-      if (cited === c.text) view = h('div', { class: 'passage' }, before, h('mark', {}, cited), after);
+  const [start, end] = span ? [span.start, span.end] : [c.start, c.end];
+  fill(where, title, h('p', { class: 'hint' }, record
+    ? (c.source === 'lock' ? `Compliance Lock ${c.document}, as the spoke stores it` : `The record of ${c.document}, as the spoke stores it`)
+    : `Passage ${c.ord + 1}, characters ${start}–${end} of the document's text`));
+  const enc8 = new TextEncoder();
+  const dec = new TextDecoder();
+  const marked = (bytes, from, to) => {
+    const [before, cited, after] = [bytes.slice(0, from), bytes.slice(from, to), bytes.slice(to)].map((b) => dec.decode(b));
+    return h('div', { class: 'passage' }, before, h('mark', {}, cited), after);
+  };
+  // Offsets are into the source's text; a record is its passage.
+  let view = marked(enc8.encode(c.text), start - c.start, end - c.start);
+  if (!record) {
+    try {
+      const meta = await call('GET', `/api/v1/documents/${enc(c.document)}`);
+      if (meta.media_type && meta.media_type.startsWith('text/')) {
+        const text = await call('GET', `/api/v1/documents/${enc(c.document)}/content`);
+        const bytes = enc8.encode(typeof text === 'string' ? text : JSON.stringify(text));
+        if (dec.decode(bytes.slice(c.start, c.end)) === c.text) view = marked(bytes, start, end);
+      }
+    } catch (err) {
+      where.append(errorBox(err));
     }
-  } catch (err) {
-    where.append(errorBox(err));
+  } else if (c.source === 'entity') {
+    where.append(h('p', {}, h('a', { href: `#/products/${enc(c.document)}` }, 'Open the record')));
   }
   where.append(view);
   title.focus();

@@ -118,6 +118,45 @@ fn printer(json: bool) -> impl FnMut(&str) -> ControlFlow<()> {
     }
 }
 
+/// An answer as text: each statement on its own line under what it is
+/// (a quote, a record line, the model's checked words), then the sources.
+fn answer_text(a: &gateway::Answer) -> String {
+    let mut lines = Vec::new();
+    for s in &a.statements {
+        let label = match s.kind {
+            gateway::Kind::Quoted => "quote",
+            gateway::Kind::Record => "record",
+            gateway::Kind::Generated => "model (checked)",
+            gateway::Kind::None => "answer",
+        };
+        let cites: String = s.citations.iter().map(|n| format!(" [{n}]")).collect();
+        let text = s.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        lines.push(format!("{label}: {text}{cites}"));
+    }
+    lines.push(String::new());
+    lines.push("Sources:".to_string());
+    for c in &a.citations {
+        let p = &c.passage;
+        let place = match p.source {
+            appliance::ai::Source::Document => {
+                format!("passage {}, bytes {}..{}", p.ord, p.start, p.end)
+            }
+            appliance::ai::Source::Entity => format!("record {}", p.document),
+            appliance::ai::Source::Lock => format!("Compliance Lock {}", p.document),
+        };
+        let mark = if c.cited { "*" } else { " " };
+        lines.push(format!("[{}]{mark} {} ({place})", c.n, p.filename));
+    }
+    lines.push(match &a.generation_model {
+        Some(m) => format!(
+            "model {}@{} ({}), checked against the sources; retrieval {}",
+            m.name, m.version, m.cid, a.retrieval
+        ),
+        None => format!("quoted from the sources; retrieval {}", a.retrieval),
+    });
+    lines.join("\n")
+}
+
 /// Runs one `spoke ai` command.
 pub(crate) fn ai(json: bool, command: AiCommand) -> Result<(), Error> {
     let actor = Actor::cli();
@@ -203,34 +242,11 @@ pub(crate) fn ai(json: bool, command: AiCommand) -> Result<(), Error> {
             question,
         } => {
             let app = Mutex::new(open(&data)?);
-            let answer = gw.ask(
-                &app,
-                &actor,
-                &question,
-                &sampling.options(),
-                &mut printer(json),
-            )?;
-            out(json, &answer, |a| {
-                let mut lines = vec![String::new(), String::new(), "Sources:".to_string()];
-                for c in &a.citations {
-                    lines.push(format!(
-                        "[{}]{} {} (passage {}, bytes {}..{})",
-                        c.n,
-                        if c.cited { "*" } else { " " },
-                        c.passage.filename,
-                        c.passage.ord,
-                        c.passage.start,
-                        c.passage.end
-                    ));
-                }
-                if let Some(m) = &a.generation_model {
-                    lines.push(format!(
-                        "answered by {}@{} ({}), retrieval {}",
-                        m.name, m.version, m.cid, a.retrieval
-                    ));
-                }
-                lines.join("\n")
-            })
+            // Statements are shown only once checked, so nothing streams.
+            let answer = gw.ask(&app, &actor, &question, &sampling.options(), &mut |_| {
+                ControlFlow::Continue(())
+            })?;
+            out(json, &answer, answer_text)
         }
         AiCommand::Index { data } => {
             let app = Mutex::new(open(&data)?);
