@@ -115,14 +115,7 @@ fn an_upgrade_that_changes_verdicts_waits_for_approval() {
         "pass",
         "the rollback re-evaluated with the old data"
     );
-    let actions: Vec<String> = env
-        .spoke(&["audit", "list", "--data", &d])
-        .ok()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap().to_string())
-        .collect();
+    let actions = env.audit_actions(&d);
     assert!(
         actions.ends_with(&[
             "change.apply".into(),

@@ -5,7 +5,10 @@
 //! `bundles::verify`, stages every payload, and only then commits: chunks,
 //! indexes and payloads are renamed into the data directory, the receiving
 //! [`Registry`] records the bundles in one transaction, and the new trust
-//! state is written last. A medium that fails any check changes nothing.
+//! state is written last. A medium that fails any check changes nothing,
+//! and a registry that is not [`Registry::accepting`] (the spoke is under
+//! LEGAL_HOLD or SUSPENDED) refuses before the medium is opened or anything
+//! fetched or staged.
 //! The agent knows nothing of SQLite or HTTP servers: the spoke binary plugs
 //! the appliance's store in through [`Registry`].
 #![deny(missing_docs)]
@@ -91,6 +94,10 @@ pub struct RegistryError {
 
 /// Where imported bundles are recorded; the appliance's store implements it.
 pub trait Registry {
+    /// Refuses at once when nothing may be installed now (the spoke is under
+    /// LEGAL_HOLD or SUSPENDED): asked before anything is fetched, unpacked
+    /// or staged.
+    fn accepting(&self) -> Result<(), RegistryError>;
     /// Whether a bundle with this CID is already installed.
     fn has(&self, cid: &str) -> Result<bool, RegistryError>;
     /// Records bundles atomically (all or none), or refuses them.
@@ -138,6 +145,7 @@ pub fn import(
     registry: &mut dyn Registry,
     progress: &dyn Progress,
 ) -> Result<ImportReport, Error> {
+    registry.accepting().map_err(Error::Registry)?;
     let (_lock, staging, verified) = open_verified(paths, medium, identity)?;
     install(
         paths,

@@ -197,6 +197,7 @@ pub fn sync(
     registry: &mut dyn Registry,
     progress: &dyn Progress,
 ) -> Result<SyncReport, Error> {
+    registry.accepting().map_err(Error::Registry)?;
     let mut client = Client::new(opts)?;
     let _lock = crate::StagingLock::take(&paths.staging)?;
     let mirror = Layout::new(paths.staging.join("sync-mirror"));

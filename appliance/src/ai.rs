@@ -340,7 +340,7 @@ impl Appliance {
     }
 
     fn set_active(&mut self, actor: &Actor, m: &InstalledModel, why: &str) -> Result<(), Error> {
-        self.store.write(actor, Class::Admin, |tx| {
+        self.store.write(actor, Class::Data, |tx| {
             tx.execute(
                 "INSERT INTO settings (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",

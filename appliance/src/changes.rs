@@ -472,7 +472,7 @@ impl Appliance {
             serde_json::to_string(&change.packs).map_err(|e| Error::Invalid(e.to_string()))?;
         let diff_json =
             serde_json::to_string(&change.diff).map_err(|e| Error::Invalid(e.to_string()))?;
-        self.store.write(actor, Class::Admin, |tx| {
+        self.store.write(actor, Class::Data, |tx| {
             tx.execute(
                 "INSERT INTO changes (id, created_at, status, mode, packs, diff) VALUES (?1, ?2, 'pending', ?3, ?4, ?5)",
                 params![change.id, change.created_at, mode, packs_json, diff_json],
@@ -522,7 +522,7 @@ impl Appliance {
         }
         let status = if approve { "applied" } else { "rejected" };
         let pins: Vec<PinnedPack> = change.packs.iter().map(|m| m.to.clone()).collect();
-        self.store.write(actor, Class::Admin, |tx| {
+        self.store.write(actor, Class::Data, |tx| {
             tx.execute(
                 "UPDATE changes SET status = ?2, decided_by = ?3, decided_at = ?4 WHERE id = ?1",
                 params![id, status, actor.name, now()],
@@ -559,7 +559,7 @@ impl Appliance {
                     .collect();
                 let json =
                     serde_json::to_string(&locks).map_err(|e| Error::Invalid(e.to_string()))?;
-                self.store.write(actor, Class::Admin, |tx| {
+                self.store.write(actor, Class::Data, |tx| {
                     tx.execute(
                         "UPDATE changes SET locks = ?2 WHERE id = ?1",
                         params![id, json],

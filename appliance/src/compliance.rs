@@ -260,7 +260,7 @@ impl Store {
         tables: &[ReferenceTable],
         actor: &Actor,
     ) -> Result<(), Error> {
-        self.write(actor, Class::Admin, |tx| {
+        self.write(actor, Class::Data, |tx| {
             for b in bundles {
                 tx.execute(
                     "INSERT INTO bundles (cid, kind, name, version, target, manifest, installed_at)

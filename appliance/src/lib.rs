@@ -82,7 +82,7 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     /// The spoke is not ACTIVE, so nothing may change.
-    #[error("the spoke is {0}: reads work, but nothing can be changed until an administrator sets it ACTIVE again (`spoke lifecycle set ACTIVE`)")]
+    #[error("the spoke is {0}: reads and exports work, but nothing that changes what evaluations use or what is kept can happen (imports, pack changes, model switches, data edits). An administrator must set it ACTIVE first: `spoke lifecycle --data DIR --set ACTIVE --reason WHY` (leaving LEGAL_HOLD needs the legal clearance as the reason)")]
     ReadOnly(Lifecycle),
     /// The caller is authenticated but lacks the permission.
     #[error("{0}")]

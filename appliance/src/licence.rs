@@ -59,6 +59,11 @@ impl Terms {
     pub fn expired(&self, today: &str) -> bool {
         self.expires.as_str() < today
     }
+
+    /// Whether the licence is in force today (UTC).
+    pub fn in_force(&self) -> bool {
+        !self.expired(&crate::compliance::today())
+    }
 }
 
 /// A settings row's value, if set.

@@ -246,6 +246,11 @@ impl Appliance {
                 [to.as_str()],
             )
             .map_err(crate::store::tx_db)?;
+            // The state is now the administrator's, not the licence's: a
+            // renewed licence no longer lifts it (nor may a medium bringing
+            // one be installed through it).
+            tx.execute("DELETE FROM settings WHERE key = 'suspended_by'", [])
+                .map_err(crate::store::tx_db)?;
             Ok((
                 (),
                 vec![Audit {

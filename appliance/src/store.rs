@@ -219,12 +219,29 @@ pub(crate) struct Audit {
     pub detail: serde_json::Value,
 }
 
-/// Whether a mutation is ordinary data (refused unless ACTIVE) or
-/// administration that must work in every state (lifecycle, sign-in).
+/// Whether a mutation is gated by the lifecycle ([`Class::gate`], the one
+/// gate every write passes inside its transaction) or administration that
+/// must work in every state (lifecycle, sign-in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Class {
+    /// Everything that changes what evaluations use or what is kept:
+    /// entities, documents, evaluations, installed bundles, pack changes
+    /// (propose, apply, reject) and model activation. Refused unless ACTIVE
+    /// with a current licence.
     Data,
+    /// Administration that works in every state: the lifecycle itself,
+    /// sign-in, licences, decommissioning.
     Admin,
+}
+
+impl Class {
+    /// The lifecycle gate: whether a write of this class may happen in `state`.
+    fn gate(self, state: Lifecycle) -> Result<(), Error> {
+        match (self, state) {
+            (Class::Admin, _) | (Class::Data, Lifecycle::Active) => Ok(()),
+            (Class::Data, other) => Err(Error::ReadOnly(other)),
+        }
+    }
 }
 
 /// What a committed mutation changed, for keeping derived state in step.
@@ -352,12 +369,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        if class == Class::Data {
-            let state = lifecycle_in(&tx).map_err(db)?;
-            if state != Lifecycle::Active {
-                return Err(Error::ReadOnly(state));
-            }
-        }
+        class.gate(lifecycle_in(&tx).map_err(db)?)?;
         let (value, audits, touched) = f(&tx)?;
         let entries: Vec<NewEntry> = audits
             .into_iter()
@@ -477,10 +489,31 @@ impl Store {
     /// upload, simulating); `write` checks the state again inside it.
     pub(crate) fn check_writable(&self) -> Result<(), Error> {
         self.licence_current()?;
-        match self.lifecycle()? {
-            Lifecycle::Active => Ok(()),
-            other => Err(Error::ReadOnly(other)),
+        Class::Data.gate(self.lifecycle()?)
+    }
+
+    /// The gate of [`Store::check_writable`] for an importer to ask before it
+    /// fetches, unpacks, stages or writes anything, with one exception, the
+    /// way out of a lapsed licence: a medium that `renews` it (carries a
+    /// current licence for this spoke, which the importer installs first)
+    /// is taken while ACTIVE or while SUSPENDED by the licence. An importer
+    /// that cannot tell yet passes true and asks again before recording.
+    pub fn check_installable(&self, renews: bool) -> Result<(), Error> {
+        if renews {
+            match self.lifecycle()? {
+                Lifecycle::Active => return Ok(()),
+                Lifecycle::Suspended
+                    if crate::licence::setting(&self.conn, "suspended_by")
+                        .map_err(self.db())?
+                        .as_deref()
+                        == Some("licence") =>
+                {
+                    return Ok(())
+                }
+                _ => {}
+            }
         }
+        self.check_writable()
     }
 
     /// The current lifecycle state.

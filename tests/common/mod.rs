@@ -497,6 +497,18 @@ impl Env {
         self.spoke(&args)
     }
 
+    /// The action of every audit entry of the data directory `data` (a
+    /// path), oldest first.
+    pub fn audit_actions(&self, data: &str) -> Vec<String> {
+        self.spoke(&["audit", "list", "--data", data])
+            .ok()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub fn packs(&self, data: &str) -> Vec<(String, String, String)> {
         let v = self.spoke(&["packs", "--data", &self.s(data)]).ok();
         v.as_array()

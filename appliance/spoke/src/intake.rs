@@ -62,6 +62,13 @@ impl ApplianceRegistry {
         }
         self.app.store().check_tiers(&rows, product_tier)?;
         self.app.store().check_dependencies(&rows)?;
+        // The lifecycle gate, before anything is written: a current licence
+        // for this spoke is installed first (it may be what lifts a lapsed
+        // one's suspension); an expired one last, after what it came with.
+        let renews = licence.as_ref().is_some_and(|l| {
+            appliance::licence::Terms::from_licence(l).is_ok_and(|t| t.in_force())
+        });
+        self.app.store().check_installable(renews)?;
         let mut tables = Vec::new();
         for b in bundles
             .iter()
@@ -74,6 +81,9 @@ impl ApplianceRegistry {
             )?);
         }
         let actor = Actor::cli();
+        if let Some(l) = licence.as_ref().filter(|_| renews) {
+            self.app.install_licence(&actor, l)?;
+        }
         self.app
             .store_mut()
             .record_bundles(&rows, &tables, &actor)?;
@@ -86,7 +96,7 @@ impl ApplianceRegistry {
         // The first model for a task is activated with the install; a later
         // version waits for `spoke models activate`.
         self.app.activate_new_models(&actor)?;
-        if let Some(l) = &licence {
+        if let Some(l) = licence.as_ref().filter(|_| !renews) {
             self.app.install_licence(&actor, l)?;
         }
         Ok(())
@@ -101,6 +111,15 @@ fn registry_error(e: appliance::Error) -> RegistryError {
 }
 
 impl Registry for ApplianceRegistry {
+    fn accepting(&self) -> Result<(), RegistryError> {
+        // What the medium carries is not known yet: one that renews a lapsed
+        // licence may still come in, and `record` asks again.
+        self.app
+            .store()
+            .check_installable(true)
+            .map_err(registry_error)
+    }
+
     fn has(&self, cid: &str) -> Result<bool, RegistryError> {
         self.app.store().has_bundle(cid).map_err(registry_error)
     }
