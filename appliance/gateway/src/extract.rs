@@ -58,6 +58,8 @@ pub enum Wanted {
     Cas,
     /// A name: a substance, a laboratory, a person, a company.
     Name,
+    /// A person or an organisation.
+    Party,
     /// Anything (a yes/no or open question).
     Any,
 }
@@ -136,11 +138,15 @@ impl Wanted {
         } else if any(&[
             "who",
             "whom",
-            "which",
-            "what substance",
+            "which lab",
+            "which laboratory",
+            "which company",
             "what company",
-            "name",
+            "which supplier",
+            "which manufacturer",
         ]) {
+            Wanted::Party
+        } else if any(&["which", "what substance", "name"]) {
             Wanted::Name
         } else {
             Wanted::Any
@@ -161,10 +167,86 @@ impl Wanted {
                 if unit.is_some() || value.contains('.') || value.len() < 5),
             Wanted::Date => matches!(fact, Fact::Date(_)),
             Wanted::Cas => matches!(fact, Fact::Cas(_)),
-            Wanted::Name => matches!(fact, Fact::Name(_)),
+            Wanted::Name | Wanted::Party => matches!(fact, Fact::Name(_)),
             Wanted::Any => false,
         }
     }
+}
+
+/// Words that end the name of an organisation.
+const LEGAL_FORMS: &[&str] = &[
+    "gmbh",
+    "ag",
+    "ltd",
+    "limited",
+    "sarl",
+    "sas",
+    "sa",
+    "s.a",
+    "s.l",
+    "sl",
+    "b.v",
+    "bv",
+    "inc",
+    "llc",
+    "plc",
+    "kg",
+    "srl",
+    "s.r.l",
+    "spa",
+    "oy",
+    "ab",
+    "laboratoires",
+    "laboratories",
+    "laboratory",
+    "labs",
+    "institute",
+];
+/// Titles before a person's name.
+const TITLES: &[&str] = &["dr", "prof", "mr", "mrs", "ms"];
+
+/// The people and organisations `text` names that `question` does not: a
+/// name after a title (`Dr. Anna Keller`), two capitalised words in a row
+/// (`Jonas Becker`), or words ending in a legal form (`Lumeris Minerals
+/// B.V.`, `MICROSAFE LABORATOIRES SARL`).
+pub fn parties(text: &str, question: &str) -> Vec<String> {
+    let q = question.to_lowercase();
+    let raw: Vec<&str> = text.split_whitespace().collect();
+    let words: Vec<&str> = raw
+        .iter()
+        .map(|w| w.trim_matches(|c: char| matches!(c, ',' | ';' | ':' | '(' | ')')))
+        .collect();
+    // A pair of words is one name only when no punctuation parts them.
+    let joined = |i: usize| !raw[i].ends_with([',', ';', ':', ')']);
+    let bare = |w: &str| w.trim_end_matches('.').to_lowercase();
+    let capital = |w: &str| {
+        let mut c = w.chars();
+        c.next().is_some_and(char::is_uppercase)
+            && w.chars().filter(|c| c.is_alphabetic()).count() >= 2
+            && !crate::support::is_stopword(w)
+    };
+    let new = |w: &str| !q.contains(&bare(w));
+    let mut out = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        let next = words.get(i + 1).copied();
+        if TITLES.contains(&bare(w).as_str()) && next.is_some_and(|n| capital(n) && new(n)) {
+            out.push(format!("{w} {}", next.unwrap_or_default()));
+        } else if i > 0
+            && joined(i - 1)
+            && LEGAL_FORMS.contains(&bare(w).as_str())
+            && capital(words[i - 1])
+        {
+            if new(words[i - 1]) {
+                out.push(format!("{} {w}", words[i - 1]));
+            }
+        } else if let Some(n) = next {
+            let proper = |w: &str| capital(w) && w.chars().skip(1).all(|c| !c.is_uppercase());
+            if joined(i) && proper(w) && proper(n) && new(w) && new(n) && !n.ends_with('.') {
+                out.push(format!("{w} {n}"));
+            }
+        }
+    }
+    out
 }
 
 static STEMMER: LazyLock<Stemmer> = LazyLock::new(|| Stemmer::create(Algorithm::English));
@@ -365,9 +447,12 @@ pub fn quotes(
                 span,
                 terms: terms(text),
                 context_terms: terms(&context(passages, &span)),
-                wanted: facts(text)
-                    .iter()
-                    .any(|f| wanted.matches(f) && !asked.contains(f)),
+                wanted: match wanted {
+                    Wanted::Party => !parties(text, question).is_empty(),
+                    _ => facts(text)
+                        .iter()
+                        .any(|f| wanted.matches(f) && !asked.contains(f)),
+                },
                 similarity: similarity
                     .and_then(|s| s.get(i))
                     .map_or(0.0, |&x| f64::from(x)),
@@ -590,6 +675,24 @@ mod tests {
     }
 
     #[test]
+    fn people_and_organisations_are_told_from_other_capitals() {
+        let q = "Who approved the Glow Cream report?";
+        assert_eq!(
+            parties("Approved by: Jonas Becker, Head of R&D", q),
+            ["Jonas Becker"]
+        );
+        for named in [
+            "Safety assessor: Dr. Henrik Aaltonen, PhD",
+            "1.3 Supplier: Lumeris Minerals B.V.",
+            "MICROSAFE LABORATOIRES SARL, Lyon",
+        ] {
+            assert!(!parties(named, q).is_empty(), "{named}");
+        }
+        assert!(parties("Glow Cream batch GC-250612 is stable.", q).is_empty());
+        assert!(parties("SAFETY DATA SHEET", q).is_empty());
+    }
+
+    #[test]
     fn what_a_question_asks_for_is_recognised() {
         assert_eq!(
             Wanted::of("What is the salicylic acid limit?"),
@@ -604,7 +707,9 @@ mod tests {
             Wanted::of("What is the CAS number of linalool?"),
             Wanted::Cas
         );
-        assert_eq!(Wanted::of("Who supplies the fragrance?"), Wanted::Name);
+        assert_eq!(Wanted::of("Who supplies the fragrance?"), Wanted::Party);
+        assert_eq!(Wanted::of("Which lab did the test?"), Wanted::Party);
+        assert_eq!(Wanted::of("Which solvent is used?"), Wanted::Name);
         assert_eq!(
             Wanted::of("Is the phial sealed?"),
             Wanted::Any,

@@ -162,7 +162,8 @@ const STOPWORDS: &[&str] = &[
     "between",
 ];
 
-fn is_stopword(w: &str) -> bool {
+/// Whether `w` is a grammar word.
+pub fn is_stopword(w: &str) -> bool {
     STOPWORDS.contains(&w.to_lowercase().as_str())
 }
 
@@ -433,14 +434,19 @@ fn is_name(word: &str) -> bool {
     if word.chars().count() < 3 || is_stopword(word) {
         return false;
     }
-    let lower = word.to_lowercase();
     let capital = word.chars().next().is_some_and(char::is_uppercase);
-    let chemical = [
+    capital || chemical(word) || (word.contains('-') && word.len() > 4)
+}
+
+/// Whether `word` is shaped like a chemical's name (`phenoxyethanol`,
+/// `benzoate`, `citral`).
+fn chemical(word: &str) -> bool {
+    let lower = word.to_lowercase();
+    [
         "ol", "ate", "ide", "ene", "ine", "ium", "ben", "yl", "ose", "ic",
     ]
     .iter()
-    .any(|s| lower.ends_with(s) && lower.len() > 6);
-    capital || chemical || (word.contains('-') && word.len() > 4)
+    .any(|s| lower.ends_with(s) && lower.len() > 6)
 }
 
 /// Facts from a numeric token (`0,8`, `122-99-6`, `2024-03-01`, `12/05/2024`)
