@@ -697,16 +697,19 @@ mod tests {
         assert_eq!(statements("It is 0.8 % [2].").len(), 1);
     }
 
+    fn sentences(text: &str) -> Vec<&str> {
+        sentence_spans(text)
+            .into_iter()
+            .map(|(s, e)| &text[s..e])
+            .collect()
+    }
+
     #[test]
     fn abbreviations_and_initials_do_not_end_a_sentence() {
         let text =
             "Safety assessor: Dr. Henrik Aaltonen. Phenol max. 10 ppm. A. brasiliensis grew.";
-        let spans: Vec<&str> = sentence_spans(text)
-            .into_iter()
-            .map(|(s, e)| &text[s..e])
-            .collect();
         assert_eq!(
-            spans,
+            sentences(text),
             [
                 "Safety assessor: Dr. Henrik Aaltonen.",
                 "Phenol max. 10 ppm.",
@@ -723,12 +726,8 @@ mod tests {
             The blend is stable.\n\
             Flash point:      > 100 °C\n\
             Density:          1.09 g/cm3";
-        let spans: Vec<&str> = sentence_spans(text)
-            .into_iter()
-            .map(|(s, e)| &text[s..e])
-            .collect();
         assert_eq!(
-            spans,
+            sentences(text),
             [
                 "The recommended use level of PRESERVANE PE-91 is 0.5 % to\n\
                  1.0 % of the finished product.",
