@@ -173,6 +173,51 @@ impl Wanted {
     }
 }
 
+/// Words after which a number names a document, not a value (`ISO 11930`,
+/// `Regulation (EC) No 1223/2009`, `PO 4500078812`).
+const REFERENCES: &[&str] = &[
+    "iso",
+    "en",
+    "din",
+    "oecd",
+    "astm",
+    "regulation",
+    "directive",
+    "no",
+    "nr",
+    "ref",
+    "report",
+    "po",
+    "article",
+];
+
+/// `text` with each number that follows a reference word blanked (so it
+/// is not taken for a value), the same length.
+fn without_references(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut after_reference = false;
+    let mut at = 0;
+    for (start, word) in text
+        .split_whitespace()
+        .map(|w| (w.as_ptr() as usize - text.as_ptr() as usize, w))
+    {
+        out.push_str(&text[at..start]);
+        let bare = word
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase();
+        if after_reference && word.starts_with(|c: char| c.is_ascii_digit()) {
+            out.extend(std::iter::repeat_n(' ', word.len()));
+        } else {
+            out.push_str(word);
+        }
+        after_reference =
+            REFERENCES.contains(&bare.as_str()) || (after_reference && word.starts_with('('));
+        at = start + word.len();
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
 /// Words that end the name of an organisation.
 const LEGAL_FORMS: &[&str] = &[
     "gmbh",
@@ -450,7 +495,7 @@ pub fn quotes(
                 context_terms: terms(&context(passages, &span)),
                 wanted: match wanted {
                     Wanted::Party => !parties(text, question).is_empty(),
-                    _ => facts(text)
+                    _ => facts(&without_references(text))
                         .iter()
                         .any(|f| wanted.matches(f) && !asked.contains(f)),
                 },
@@ -673,6 +718,19 @@ mod tests {
         .is_empty());
         assert!(quotes("?", &[SERUM], &[], None).is_empty());
         assert!(quotes("Hydra Serum preservatives", &[], &[], None).is_empty());
+    }
+
+    #[test]
+    fn numbers_of_standards_and_orders_are_not_values() {
+        let t =
+            "Challenge test according to ISO 11930:2019, Regulation (EC) No 1223/2009, at 0.8 %";
+        let cleaned = without_references(t);
+        assert_eq!(cleaned.len(), t.len());
+        assert!(
+            !cleaned.contains("11930") && !cleaned.contains("1223"),
+            "{cleaned}"
+        );
+        assert!(cleaned.ends_with("at 0.8 %"));
     }
 
     #[test]
