@@ -1,7 +1,8 @@
 //! The spoke's own records as passages an answer can rest on: for each
 //! entity a question names, its record (a product's components with CAS
 //! numbers and concentrations) and its latest evaluation (the verdict, the
-//! Compliance Lock and every step of the rule traces), rendered as plain
+//! Compliance Lock and the steps of its rule traces that find something or
+//! concern what the product contains), rendered as plain
 //! text one fact per line. They are retrieved with document passages and
 //! cited by the entity's or the lock's id, so an answer about a product's
 //! composition or verdict comes from the store, not from a model.
@@ -130,11 +131,25 @@ impl Appliance {
                 lock.id,
                 lock.content.as_of
             )];
+            // A step shown is a finding (not a pass) or about something the
+            // product contains; a group it has no member of says nothing.
+            let contained: Vec<String> = e
+                .components
+                .iter()
+                .flat_map(|c| std::iter::once(c.substance.to_lowercase()).chain(c.cas.clone()))
+                .collect();
+            let about = |subject: &str| {
+                let subject = subject.to_lowercase();
+                contained.iter().any(|c| subject.contains(c.as_str()))
+            };
             let steps = lock
                 .result
                 .rules
                 .iter()
                 .flat_map(|r| r.trace.iter().map(move |s| (r, s)))
+                .filter(|(_, s)| {
+                    s.verdict != kernel::Verdict::Pass || about(&s.subject) || about(&s.detail)
+                })
                 .take(MAX_STEPS);
             for (rule, step) in steps {
                 lines.push(format!(
