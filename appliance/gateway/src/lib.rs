@@ -62,7 +62,7 @@ impl Error {
 }
 
 /// Passages retrieved for one answer: quotes are chosen among them all.
-const ASK_PASSAGES: usize = 8;
+const ASK_PASSAGES: usize = 12;
 /// Most of them given to the generation model (its prompt is the cost).
 const MODEL_PASSAGES: usize = 4;
 /// Passages embedded per batch (and stored per transaction) while catching up.
