@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{payload, Env};
+use common::Env;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -76,15 +76,7 @@ fn modes(dir: &Path, out: &mut Vec<(String, bool, u32)>) {
 #[test]
 fn repository_and_media_are_world_readable_and_keys_stay_private() {
     let env = Env::new();
-    env.init_repo(&[]);
-    let src = env.pack_src(
-        "src/v1",
-        "@eu/annex-data",
-        "1.0.0",
-        &[("tables/annex.txt", &payload(300_000, 3))],
-    );
-    env.build_publish(&src, "v1.bundle", &[]);
-    env.export("m", &[]);
+    env.one_pack_medium(300_000, 3);
     let mut found = Vec::new();
     modes(&env.path("repo"), &mut found);
     modes(&env.path("m"), &mut found);

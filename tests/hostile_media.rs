@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_same, chunk_files, payload, snapshot, Env};
+use common::{assert_same, chunk_files, snapshot, Env};
 use std::path::Path;
 use std::process::Command;
 
@@ -13,15 +13,7 @@ use std::process::Command;
 /// that has imported nothing yet (so every chunk is read from the medium).
 fn setup() -> Env {
     let env = Env::new();
-    env.init_repo(&[]);
-    let src = env.pack_src(
-        "src/v1",
-        "@eu/annex-data",
-        "1.0.0",
-        &[("tables/annex.txt", &payload(400_000, 7))],
-    );
-    env.build_publish(&src, "v1.bundle", &[]);
-    env.export("m", &[]);
+    env.one_pack_medium(400_000, 7);
     env.spoke_init("d");
     env
 }

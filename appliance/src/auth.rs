@@ -743,13 +743,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn token_lifetimes_out_of_range_are_refused_not_panics() {
+    /// A fresh store with one editor, alice.
+    fn store_with_alice() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        s.create_user(
+            &Actor::cli(),
+            "alice",
+            Role::Editor,
+            "correct horse battery",
+        )
+        .unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn token_lifetimes_out_of_range_are_refused_not_panics() {
+        let (_dir, mut s) = store_with_alice();
         let admin = Actor::cli();
-        s.create_user(&admin, "alice", Role::Editor, "correct horse battery")
-            .unwrap();
         for hours in [
             2_562_047_788_015_216,
             i64::MAX,
@@ -778,15 +789,7 @@ mod tests {
 
     #[test]
     fn unknown_user_and_wrong_password_look_the_same() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
-        s.create_user(
-            &Actor::cli(),
-            "alice",
-            Role::Editor,
-            "correct horse battery",
-        )
-        .unwrap();
+        let (_dir, mut s) = store_with_alice();
         let wrong = s.login("alice", "wrong password!!", "t").unwrap_err();
         let unknown = s.login("mallory", "wrong password!!", "t").unwrap_err();
         assert_eq!(wrong.to_string(), unknown.to_string());
@@ -810,11 +813,8 @@ mod tests {
 
     #[test]
     fn names_and_labels_with_bidi_zero_width_or_control_chars_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let (_dir, mut s) = store_with_alice();
         let admin = Actor::cli();
-        s.create_user(&admin, "alice", Role::Editor, "correct horse battery")
-            .unwrap();
         for bad in [
             "admin\u{202E}nimda",
             "a\u{2066}b",

@@ -85,23 +85,34 @@ impl Appliance {
     pub fn record_passages(&self, actor: &Actor, question: &str) -> Result<Vec<Retrieved>, Error> {
         actor.require(Permission::Read)?;
         let q = question.to_lowercase();
-        let mut named: Vec<(usize, Entity)> = self
+        // Names and ids only: the few entities named are loaded whole.
+        let mut stmt = self
             .store
-            .entities(None, MAX_ENTITIES, 0)?
-            .into_iter()
-            .filter_map(|e| {
-                let name = e.name.to_lowercase();
-                let hit = [name.as_str(), e.id.as_str()]
-                    .into_iter()
-                    .filter(|n| names(&q, n))
-                    .map(str::len)
-                    .max()?;
-                Some((hit, e))
+            .conn()
+            .prepare_cached("SELECT id, name FROM entities ORDER BY id LIMIT ?1")
+            .map_err(self.store.db())?;
+        let rows = stmt
+            .query_map([MAX_ENTITIES as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
             })
-            .collect();
-        named.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
+            .map_err(self.store.db())?;
+        let mut named: Vec<(usize, String)> = Vec::new();
+        for row in rows {
+            let (id, name) = row.map_err(self.store.db())?;
+            let name = name.to_lowercase();
+            let hit = [name.as_str(), id.as_str()]
+                .into_iter()
+                .filter(|n| names(&q, n))
+                .map(str::len)
+                .max();
+            if let Some(hit) = hit {
+                named.push((hit, id));
+            }
+        }
+        named.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let mut out = Vec::new();
-        for (_, e) in named.into_iter().take(MAX_NAMED) {
+        for (_, id) in named.into_iter().take(MAX_NAMED) {
+            let e = self.store.entity(&id)?;
             let mut text = entity_text(&e);
             let latest = match e.kind {
                 EntityKind::Product => self.store.evaluations(Some(&e.id), 1)?.into_iter().next(),

@@ -440,6 +440,20 @@ impl Env {
         }
     }
 
+    /// A repository with one published pack of `bytes` random bytes (from
+    /// `seed`) and a fresh medium `m` exported from it.
+    pub fn one_pack_medium(&self, bytes: usize, seed: u64) {
+        self.init_repo(&[]);
+        let src = self.pack_src(
+            "src/v1",
+            "@eu/annex-data",
+            "1.0.0",
+            &[("tables/annex.txt", &payload(bytes, seed))],
+        );
+        self.build_publish(&src, "v1.bundle", &[]);
+        self.export("m", &[]);
+    }
+
     /// A spoke at `data` with the real example packs installed (built and
     /// signed by the hub, carried on a medium) and the sample products and
     /// safety reports added.

@@ -94,7 +94,7 @@ impl Wanted {
     pub fn of(question: &str) -> Wanted {
         let q = question.to_lowercase();
         let any = |phrases: &[&str]| phrases.iter().any(|p| has_phrase(&q, p));
-        if any(&["cas", "cas number", "cas no"]) {
+        if has_phrase(&q, "cas") {
             Wanted::Cas
         } else if any(&[
             "when",

@@ -121,10 +121,10 @@ pub struct Chat {
     pub generation: Generation,
 }
 
-/// A passage an answer was given, numbered as the model saw it.
+/// A passage an answer rests on or could have, numbered as statements cite it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Citation {
-    /// The number the model cites it by (`[1]`).
+    /// The number statements cite it by (`[1]`); the model saw the first few.
     pub n: usize,
     /// Whether the answer cites it.
     pub cited: bool,
@@ -145,7 +145,7 @@ pub struct Answer {
     /// the passages they cite, or sentences quoted from the passages, or
     /// one statement that the documents do not say.
     pub statements: Vec<Shown>,
-    /// The passages the model was given, best first.
+    /// The passages retrieved (records of what the question names first), best first.
     pub citations: Vec<Citation>,
     /// `hybrid` (BM25 and vectors) or `bm25` (no embedding model).
     pub retrieval: &'static str,
