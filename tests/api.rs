@@ -531,6 +531,158 @@ fn headers_health_metrics_openapi_and_rate_limit() {
     assert!(statuses.contains(&429), "{statuses:?}");
 }
 
+/// The response to a sign-in attempt.
+fn sign_in(s: &Server, user: &str, password: &str) -> Reply {
+    let body = json!({"user": user, "password": password}).to_string();
+    call(s, "POST", "/api/v1/session", None, Some(body.as_bytes()))
+}
+
+fn retry_after(r: &Reply) -> Option<u64> {
+    r.headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+#[test]
+fn sign_in_and_tokens_are_throttled_and_an_administrator_unlocks() {
+    let env = Env::new();
+    let d = spoke_with_users(&env);
+    // An account locks at its 2nd failure (the 1st is answered at once),
+    // an address at its 10th; locks last 5 minutes. (The doubling waits
+    // between are unit-tested with a clock the test sets.)
+    let s = serve(
+        &env,
+        &d,
+        &[
+            "--rate-limit",
+            "0",
+            "--sign-in-lock-after",
+            "2",
+            "--sign-in-lock-minutes",
+            "5",
+        ],
+    );
+    // A real user and an unknown one are answered alike, attempt by attempt.
+    let mut answers = Vec::new();
+    for user in ["editor", "nobody-here"] {
+        let mut seen = Vec::new();
+        for password in [
+            "wrong password, try again",
+            "wrong again, and again",
+            PASSWORD,
+        ] {
+            let r = sign_in(&s, user, password);
+            seen.push((r.status, r.kind().to_string()));
+            if r.status == 429 {
+                // Locked: even the right password is not checked, and
+                // the answer says how long to wait and who can lift it.
+                let secs = retry_after(&r).expect("Retry-After");
+                assert!((290..=300).contains(&secs), "{user}: wait {secs}");
+                let message = r.body["error"]["message"].as_str().unwrap();
+                assert!(message.contains("spoke users unlock"), "{message}");
+            }
+        }
+        answers.push(seen);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "no difference between real and unknown users"
+    );
+    let kinds: Vec<&str> = answers[0].iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(kinds, ["unauthenticated", "unauthenticated", "throttled"]);
+    // Other accounts from the same address are not affected (4 failures so far).
+    let viewer = login(&s, "viewer");
+
+    // The audit log names the failures and the locks, never a password.
+    let actions = env.audit_actions(&d);
+    let count = |a: &str| actions.iter().filter(|x| *x == a).count();
+    assert_eq!(
+        (count("sign_in.failed"), count("sign_in.locked")),
+        (4, 2),
+        "{actions:?}"
+    );
+    let audit = env.spoke(&["audit", "list", "--data", &d]).ok().to_string();
+    assert!(
+        !audit.contains("wrong password"),
+        "no password in the audit log"
+    );
+
+    // Unknown API tokens from one address: the 10th locks the address, and
+    // then even a valid token from it is refused without being looked up.
+    let statuses: Vec<u16> = (0..11)
+        .map(|i| get(&s, "/api/v1/status", &format!("sk_guess{i}")).status)
+        .collect();
+    assert_eq!(statuses[..10], [401; 10], "{statuses:?}");
+    assert_eq!(statuses[10], 429);
+    let refused = get(&s, "/api/v1/status", &viewer);
+    assert_eq!(
+        (refused.status, refused.kind()),
+        (429, "throttled"),
+        "{:?}",
+        refused.body
+    );
+    assert!(retry_after(&refused).is_some());
+    assert!(!env
+        .spoke(&["audit", "list", "--data", &d])
+        .ok()
+        .to_string()
+        .contains("sk_guess"));
+
+    // An administrator lifts the locks from the command line while the
+    // spoke serves; each lift is audit-logged.
+    let unlocked = env
+        .spoke(&[
+            "users",
+            "unlock",
+            "--data",
+            &d,
+            "--name",
+            "editor",
+            "--address",
+            "127.0.0.1",
+        ])
+        .ok();
+    let cleared: Vec<&str> = unlocked["cleared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cleared,
+        ["user:editor", "address:127.0.0.1", "token:127.0.0.1"],
+        "{unlocked}"
+    );
+    assert_eq!(sign_in(&s, "editor", PASSWORD).status, 201);
+    assert_eq!(get(&s, "/api/v1/status", &viewer).status, 200);
+    assert_eq!(
+        sign_in(&s, "nobody-here", PASSWORD).kind(),
+        "throttled",
+        "only what was named is lifted"
+    );
+    assert_eq!(
+        env.audit_actions(&d)
+            .iter()
+            .filter(|a| *a == "sign_in.unlock")
+            .count(),
+        3
+    );
+    // Bad input to unlock is refused with the reason.
+    let bad = env
+        .spoke(&["users", "unlock", "--data", &d])
+        .fails_with("invalid");
+    assert!(bad.contains("--name"), "{bad}");
+    let bad = env
+        .spoke(&["users", "unlock", "--data", &d, "--address", "not-an-ip"])
+        .fails_with("invalid");
+    assert!(bad.contains("IP address"), "{bad}");
+    let bad = env
+        .spoke(&["serve", "--data", &d, "--sign-in-lock-after", "0"])
+        .fails_with("invalid");
+    assert!(bad.contains("at least 1"), "{bad}");
+}
+
 #[test]
 fn media_are_verified_and_previewed_before_an_administrator_installs_them() {
     let env = Env::new();

@@ -6,6 +6,7 @@
 //! credential.
 
 use crate::store::{now, tx_db, Audit, Class, Store};
+use crate::throttle;
 use crate::Error;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -257,7 +258,7 @@ pub(crate) fn plain_text(what: &str, text: &str) -> Result<(), Error> {
     }
 }
 
-fn valid_user_name(name: &str) -> Result<(), Error> {
+pub(crate) fn valid_user_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -376,7 +377,9 @@ impl Store {
     }
 
     /// Checks a password and opens a session (works in every lifecycle state,
-    /// so a suspended spoke can still be read).
+    /// so a suspended spoke can still be read). Throttled per account and
+    /// per address ([`crate::throttle`]): while a wait is on, the password is
+    /// not even checked.
     pub fn login(
         &mut self,
         name: &str,
@@ -384,6 +387,8 @@ impl Store {
         origin: &str,
     ) -> Result<IssuedToken, Error> {
         let denied = || Error::Unauthenticated("wrong user name or password".into());
+        let (account, address) = (throttle::account_key(name), throttle::address_key(origin));
+        self.refuse_while_waiting(&[&account, &address])?;
         let row: Option<(String, String, bool)> = self
             .conn()
             .query_row(
@@ -395,13 +400,25 @@ impl Store {
             .map_err(self.db())?;
         // An unknown user is checked against a dummy hash, so the time
         // to answer does not tell which user names exist.
-        let Some((role, hash, disabled)) = row else {
-            let _ = verify(dummy_hash(), password);
+        let verified = match &row {
+            Some((_, hash, _)) => verify(hash, password),
+            None => {
+                let _ = verify(dummy_hash(), password);
+                false
+            }
+        };
+        let Some((role, _, disabled)) = row.filter(|_| verified) else {
+            let limits = self.sign_in;
+            // The name as tried, unless it cannot be a user name at all.
+            let tried = account.trim_start_matches("user:").to_string();
+            self.count_failures(
+                origin,
+                "sign_in.failed",
+                &tried,
+                &[(account, limits.account), (address, limits.address)],
+            )?;
             return Err(denied());
         };
-        if !verify(&hash, password) {
-            return Err(denied());
-        }
         if disabled {
             return Err(Error::Unauthenticated(format!(
                 "user {name:?} is disabled; ask an administrator"
@@ -413,6 +430,9 @@ impl Store {
             origin: origin.to_string(),
             token: None,
         };
+        self.write(&actor, Class::Admin, |tx| {
+            throttle::clear(tx, &account).map(|_| ((), vec![], vec![]))
+        })?;
         self.issue(
             &actor,
             "session",
@@ -596,8 +616,12 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
 
-    /// The actor a bearer secret stands for, if it is valid, unexpired and unrevoked.
-    pub fn authenticate(&self, secret: &str, origin: &str) -> Result<Actor, Error> {
+    /// The actor a bearer secret stands for, if it is valid, unexpired and
+    /// unrevoked. Unknown secrets are counted per address like failed
+    /// sign-ins; while that address must wait, no secret is looked up.
+    pub fn authenticate(&mut self, secret: &str, origin: &str) -> Result<Actor, Error> {
+        let key = throttle::token_key(origin);
+        self.refuse_while_waiting(&[&key])?;
         let denied = |why: &str| {
             Error::Unauthenticated(format!(
                 "{why}; sign in again or ask an administrator for a token"
@@ -632,6 +656,8 @@ impl Store {
             disabled,
         }) = row
         else {
+            let limits = self.sign_in.address;
+            self.count_failures(origin, "token.unknown", origin, &[(key, limits)])?;
             return Err(denied("unknown token"));
         };
         if revoked.is_some() {
@@ -654,6 +680,124 @@ impl Store {
             origin: origin.to_string(),
             token: Some(id),
         })
+    }
+}
+
+/// What `spoke users unlock` cleared.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unlocked {
+    /// The keys whose failures were forgotten (`user:NAME`, `address:IP`, `token:IP`).
+    pub cleared: Vec<String>,
+}
+
+impl Store {
+    /// Sets how failed sign-ins and unknown tokens are throttled (`spoke serve`).
+    pub fn set_sign_in_policy(&mut self, policy: throttle::Policy) {
+        self.sign_in = policy;
+    }
+
+    /// Forgets the failures of an account and/or a client address (sign-in
+    /// and tokens), lifting any wait or lock (admin only, audit-logged).
+    pub fn unlock(
+        &mut self,
+        actor: &Actor,
+        user: Option<&str>,
+        address: Option<&str>,
+    ) -> Result<Unlocked, Error> {
+        actor.require(Permission::Admin)?;
+        let mut keys = Vec::new();
+        if let Some(u) = user {
+            valid_user_name(u)?;
+            keys.push(throttle::account_key(u));
+        }
+        if let Some(a) = address {
+            let ip: std::net::IpAddr = a.parse().map_err(|_| {
+                Error::Invalid(format!(
+                    "{a:?} is not an IP address (e.g. 192.0.2.7 or 2001:db8::7)"
+                ))
+            })?;
+            keys.push(throttle::address_key(&ip.to_string()));
+            keys.push(throttle::token_key(&ip.to_string()));
+        }
+        if keys.is_empty() {
+            return Err(Error::Invalid(
+                "name a user (--name) or a client address (--address) to unlock".into(),
+            ));
+        }
+        let w = self.write(actor, Class::Admin, |tx| {
+            let mut cleared = Vec::new();
+            for k in &keys {
+                if throttle::clear(tx, k)? {
+                    cleared.push(k.clone());
+                }
+            }
+            let audits = cleared
+                .iter()
+                .map(|k| Audit {
+                    action: "sign_in.unlock",
+                    target: k.clone(),
+                    detail: serde_json::json!({}),
+                })
+                .collect();
+            Ok((Unlocked { cleared }, audits, vec![]))
+        })?;
+        Ok(w.value)
+    }
+
+    /// Fails with [`Error::Throttled`] while any of `keys` must wait.
+    fn refuse_while_waiting(&self, keys: &[&str]) -> Result<(), Error> {
+        match throttle::waiting(self.conn(), keys, throttle::now_ms()).map_err(self.db())? {
+            Some(retry_after) => Err(Error::Throttled { retry_after }),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one failed attempt from `origin` on each key and audit-logs it
+    /// (`action` on `target`, which is never a secret), and each lock it causes.
+    /// The counts commit even though the attempt fails.
+    fn count_failures(
+        &mut self,
+        origin: &str,
+        action: &'static str,
+        target: &str,
+        keys: &[(String, throttle::Limits)],
+    ) -> Result<(), Error> {
+        let anonymous = Actor {
+            name: "anonymous".into(),
+            role: Role::Viewer,
+            origin: origin.to_string(),
+            token: None,
+        };
+        let now = throttle::now_ms();
+        self.write(&anonymous, Class::Admin, |tx| {
+            let mut audits = Vec::new();
+            let mut counts = serde_json::Map::new();
+            for (key, limits) in keys {
+                let counted = throttle::fail(tx, key, *limits, now)?;
+                counts.insert(key.clone(), counted.failures.into());
+                if let Some(until) = counted.locked_until {
+                    let until = jiff::Timestamp::from_millisecond(until)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default();
+                    tracing::warn!(key, %until, failures = counted.failures, "sign-in locked");
+                    audits.push(Audit {
+                        action: "sign_in.locked",
+                        target: key.clone(),
+                        detail: serde_json::json!({ "until": until, "failures": counted.failures }),
+                    });
+                }
+            }
+            audits.insert(
+                0,
+                Audit {
+                    action,
+                    target: target.to_string(),
+                    detail: serde_json::Value::Object(counts),
+                },
+            );
+            Ok(((), audits, vec![]))
+        })?;
+        Ok(())
     }
 }
 
@@ -726,6 +870,7 @@ mod tests {
             actions,
             [
                 "user.create",
+                "sign_in.failed",
                 "session.create",
                 "token.revoke",
                 "support.grant"
@@ -755,6 +900,74 @@ mod tests {
         )
         .unwrap();
         (dir, s)
+    }
+
+    #[test]
+    fn a_locked_account_is_refused_before_its_password_is_checked_and_success_clears_it() {
+        let (_dir, mut s) = store_with_alice();
+        s.set_sign_in_policy(throttle::Policy::new(2, 10).unwrap());
+        // One failure (free), then the right password: the count is cleared.
+        assert!(s.login("alice", "wrong password!!", "10.0.0.1").is_err());
+        s.login("alice", "correct horse battery", "10.0.0.1")
+            .unwrap();
+        let counted: i64 = s
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM sign_in_failures WHERE key = 'user:alice'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(counted, 0, "a success clears the account's count");
+        // Two failures from two addresses lock the account, not the addresses.
+        for ip in ["10.0.0.1", "10.0.0.2"] {
+            let e = s.login("alice", "wrong password!!", ip).unwrap_err();
+            assert!(matches!(e, Error::Unauthenticated(_)), "{e}");
+        }
+        let e = s
+            .login("alice", "correct horse battery", "10.0.0.9")
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::Throttled { retry_after } if (590..=600).contains(&retry_after)),
+            "{e}"
+        );
+        s.create_user(&Actor::cli(), "bob", Role::Viewer, "another long password")
+            .unwrap();
+        s.login("bob", "another long password", "10.0.0.1").unwrap();
+        // Only an administrator lifts it.
+        let viewer = Actor {
+            name: "bob".into(),
+            role: Role::Viewer,
+            origin: "t".into(),
+            token: None,
+        };
+        assert!(matches!(
+            s.unlock(&viewer, Some("alice"), None),
+            Err(Error::Denied(_))
+        ));
+        let u = s.unlock(&Actor::cli(), Some("alice"), None).unwrap();
+        assert_eq!(u.cleared, ["user:alice"]);
+        s.login("alice", "correct horse battery", "10.0.0.9")
+            .unwrap();
+    }
+
+    #[test]
+    fn unknown_tokens_lock_their_address_only() {
+        let (_dir, mut s) = store_with_alice();
+        s.set_sign_in_policy(throttle::Policy::new(1, 10).unwrap());
+        let admin = Actor::cli();
+        let t = s.create_token(&admin, "alice", "ci", None).unwrap();
+        // An address locks at 5 unknown tokens (five times an account's 1).
+        for i in 0..5 {
+            let e = s.authenticate(&format!("sk_{i}"), "10.0.0.5").unwrap_err();
+            assert!(matches!(e, Error::Unauthenticated(_)), "{e}");
+        }
+        let e = s.authenticate(&t.secret, "10.0.0.5").unwrap_err();
+        assert!(matches!(e, Error::Throttled { .. }), "{e}");
+        assert_eq!(s.authenticate(&t.secret, "10.0.0.6").unwrap().name, "alice");
+        // Sign-in from the locked address is counted apart from tokens.
+        s.login("alice", "correct horse battery", "10.0.0.5")
+            .unwrap();
     }
 
     #[test]

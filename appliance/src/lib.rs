@@ -27,6 +27,7 @@ mod objects;
 mod records;
 mod service;
 mod store;
+pub mod throttle;
 
 pub use auth::{Actor, Permission, Role};
 pub use service::{Appliance, Health};
@@ -90,6 +91,13 @@ pub enum Error {
     /// The caller could not be authenticated.
     #[error("{0}")]
     Unauthenticated(String),
+    /// Too many failed sign-ins or unknown tokens for this account or from
+    /// this address: the next attempt must wait.
+    #[error("too many failed attempts for this account or from this address; try again in {retry_after} s, or ask an administrator to run `spoke users unlock`")]
+    Throttled {
+        /// Seconds until the next attempt is considered.
+        retry_after: u64,
+    },
     /// An upload is larger than the configured cap.
     #[error("upload of {size} bytes exceeds the {limit}-byte limit; split or compress the file")]
     TooLarge {
@@ -128,6 +136,7 @@ impl Error {
             Error::ReadOnly(_) => "read_only",
             Error::Denied(_) => "forbidden",
             Error::Unauthenticated(_) => "unauthenticated",
+            Error::Throttled { .. } => "throttled",
             Error::TooLarge { .. } => "too_large",
             Error::UnsupportedMedia(_) => "unsupported_media",
             Error::Unreadable(_) => "unreadable",

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// partition's. A database one version ahead (written by the next OS before
 /// a fallback) is opened without migrating: every migration must leave the
 /// previous build able to read and write the database.
-pub const SCHEMA_VERSION: usize = 6;
+pub const SCHEMA_VERSION: usize = 7;
 
 /// Schema history; append only, never edit a released migration.
 fn migrations() -> Migrations<'static> {
@@ -43,6 +43,7 @@ fn migrations() -> Migrations<'static> {
             );",
         ),
         M::up(crate::ai::MIGRATION),
+        M::up(crate::throttle::MIGRATION),
     ])
 }
 
@@ -275,6 +276,8 @@ pub(crate) fn now() -> String {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// How failed sign-ins and unknown tokens are throttled.
+    pub(crate) sign_in: crate::throttle::Policy,
 }
 
 impl Store {
@@ -324,6 +327,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_owned(),
+            sign_in: crate::throttle::Policy::default(),
         })
     }
 

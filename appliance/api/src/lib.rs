@@ -78,6 +78,8 @@ pub struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header (a throttled sign-in or token).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -86,6 +88,7 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -107,7 +110,7 @@ fn status_for(kind: &str) -> StatusCode {
         | "expired" | "digest_mismatch" | "truncated" | "decompression_bomb" | "path_traversal"
         | "absolute_path" | "link" | "device_node" | "duplicate_path" | "unknown_format"
         | "metadata" | "not_for_this_spoke" => StatusCode::UNPROCESSABLE_ENTITY,
-        "quota" | "busy" => StatusCode::TOO_MANY_REQUESTS,
+        "quota" | "busy" | "throttled" => StatusCode::TOO_MANY_REQUESTS,
         "ai_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -129,7 +132,11 @@ impl ApiError {
 
 impl From<appliance::Error> for ApiError {
     fn from(e: appliance::Error) -> Self {
-        ApiError::from_kind(e.kind(), e.to_string())
+        let mut api = ApiError::from_kind(e.kind(), e.to_string());
+        if let appliance::Error::Throttled { retry_after } = e {
+            api.retry_after = Some(retry_after);
+        }
+        api
     }
 }
 
@@ -154,6 +161,11 @@ impl IntoResponse for ApiError {
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer realm=\"eurocomply-spoke\""),
             );
+        }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         response
     }
@@ -266,11 +278,13 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let response = async {
         if !state.limiter.allow(client) {
-            return Err(ApiError::new(
+            let mut limited = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many requests from this address; slow down and retry in a second",
-            ));
+            );
+            limited.retry_after = Some(1);
+            return Err(limited);
         }
         let route = routes::find(&method, &path).ok_or_else(|| {
             ApiError::new(
@@ -289,7 +303,7 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
             })?;
             let origin = client.to_string();
             let actor: Actor = state
-                .run(move |a| a.store().authenticate(&secret, &origin))
+                .run(move |a| a.store_mut().authenticate(&secret, &origin))
                 .await?;
             actor.require(permission)?;
             req.extensions_mut().insert(actor);

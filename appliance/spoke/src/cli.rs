@@ -345,6 +345,15 @@ pub enum Command {
         /// age recipient of scheduled backups; repeatable (default: the spoke's own).
         #[arg(long)]
         backup_recipient: Vec<String>,
+        /// Failed sign-ins after which an account is locked (half as many
+        /// are answered at once, then each attempt waits twice as long; a
+        /// client address gets five times as many). Unknown API tokens count
+        /// per address the same way.
+        #[arg(long, default_value_t = 10)]
+        sign_in_lock_after: u32,
+        /// How long a sign-in lock lasts, in minutes (1-1440).
+        #[arg(long, default_value_t = 15)]
+        sign_in_lock_minutes: u64,
     },
 }
 
@@ -553,6 +562,19 @@ pub enum UsersCommand {
         /// Lifetime in hours (never expires when absent).
         #[arg(long)]
         hours: Option<i64>,
+    },
+    /// Lift a sign-in lock or wait: forget the failed sign-ins of a user
+    /// and/or the failed sign-ins and unknown tokens of a client address.
+    Unlock {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The user name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The client address (as the audit log shows it).
+        #[arg(long)]
+        address: Option<String>,
     },
 }
 
@@ -945,6 +967,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             backup_keep,
             backup_recipient,
             esp,
+            sign_in_lock_after,
+            sign_in_lock_minutes,
         } => {
             if let Some(esp) = esp.as_ref().filter(|e| !e.is_dir()) {
                 return Err(Error::Usage(format!(
@@ -952,7 +976,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     esp.display()
                 )));
             }
+            let policy =
+                appliance::throttle::Policy::new(sign_in_lock_after, sign_in_lock_minutes)?;
             let mut a = open(&data)?;
+            a.store_mut().set_sign_in_policy(policy);
             let mut backups = None;
             if let Some(to) = backup_to {
                 let every = crate::backup::parse_duration(&backup_every)?;

@@ -310,6 +310,23 @@ pub(crate) fn users(json: bool, command: UsersCommand) -> Result<(), Error> {
                 format!("token {} for {user}: {}", t.id, t.secret)
             })
         }
+        UsersCommand::Unlock {
+            data,
+            name,
+            address,
+        } => {
+            let mut a = open(&data)?;
+            let u = a
+                .store_mut()
+                .unlock(&Actor::cli(), name.as_deref(), address.as_deref())?;
+            out(json, &u, |u| {
+                if u.cleared.is_empty() {
+                    "nothing to unlock: no failed attempts are counted for what you named".into()
+                } else {
+                    format!("unlocked: {}", u.cleared.join(", "))
+                }
+            })
+        }
     }
 }
 
