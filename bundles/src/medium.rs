@@ -27,6 +27,9 @@ pub const PART_SIZE: u64 = 1024 * 1024 * 1024;
 /// Largest plain medium an encrypted one may expand to.
 pub const MAX_MEDIUM_SIZE: u64 = 256 * 1024 * 1024 * 1024;
 
+/// Largest `medium.json` read (it is unsigned: capped before it is parsed).
+pub const MAX_INFO_SIZE: u64 = 1024 * 1024;
+
 /// `medium.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -376,7 +379,7 @@ pub fn open_medium(
     scratch: &Path,
 ) -> Result<PathBuf> {
     let info_path = dir.join("medium.json");
-    let bytes = fsutil::read_regular(&info_path, 1024 * 1024).map_err(|e| match e {
+    let bytes = fsutil::read_regular(&info_path, MAX_INFO_SIZE).map_err(|e| match e {
         Error::Truncated { what, .. } => Error::Truncated {
             what,
             detail: "not a medium (no medium.json); point at the directory `hub export` wrote"

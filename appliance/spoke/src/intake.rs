@@ -244,9 +244,7 @@ impl api::Media for MediaDir {
             .iter()
             .map(|p| {
                 let info: Option<bundles::medium::MediumInfo> =
-                    std::fs::read(p.join("medium.json"))
-                        .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok());
+                    info_bytes(p).and_then(|b| serde_json::from_slice(&b).ok());
                 serde_json::json!({
                     "id": p.file_name().map(|n| n.to_string_lossy()),
                     "encrypted": info.as_ref().map(|i| i.encrypted),
@@ -305,7 +303,7 @@ pub(crate) fn watch_media(d: DataDir, dir: PathBuf, every: Duration) {
         let mut seen: BTreeSet<(PathBuf, Vec<u8>)> = BTreeSet::new();
         loop {
             for medium in media_in(&dir) {
-                let Ok(info) = std::fs::read(medium.join("medium.json")) else {
+                let Some(info) = info_bytes(&medium) else {
                     continue;
                 };
                 if !seen.insert((medium.clone(), info)) {
@@ -328,6 +326,12 @@ pub(crate) fn watch_media(d: DataDir, dir: PathBuf, every: Duration) {
             std::thread::sleep(every);
         }
     });
+}
+
+/// A medium's `medium.json`, if it is a regular file of at most
+/// [`bundles::medium::MAX_INFO_SIZE`] (never a FIFO, device or giant file).
+fn info_bytes(medium: &Path) -> Option<Vec<u8>> {
+    bundles::fsutil::read_regular(&medium.join("medium.json"), bundles::medium::MAX_INFO_SIZE).ok()
 }
 
 /// Directories under `dir` (and `dir` itself) that hold a medium.
