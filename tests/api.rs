@@ -684,6 +684,90 @@ fn sign_in_and_tokens_are_throttled_and_an_administrator_unlocks() {
 }
 
 #[test]
+fn a_pdf_bomb_is_refused_by_a_limited_reader_while_other_requests_go_on() {
+    let env = Env::new();
+    let d = spoke_with_users(&env);
+    let s = serve(&env, &d, &["--rate-limit", "0"]);
+    let editor = login(&s, "editor");
+    let viewer = login(&s, "viewer");
+    let documents = |s: &Server| get(s, "/api/v1/documents", &viewer).body;
+    let before = documents(&s);
+    // 300 KB that inflate to 200 MB of drawing operators.
+    let bomb = common::pdf_bomb(200 << 20);
+    assert!(bomb.len() < 400_000, "{}", bomb.len());
+
+    let url = s.url.clone();
+    let upload = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let r = ureq::post(&format!(
+            "{url}/api/v1/documents?kind=cpsr&filename=bomb.pdf"
+        ))
+        .set("authorization", &format!("Bearer {editor}"))
+        .send_bytes(&bomb);
+        let (status, body) = match r {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{e}"),
+        };
+        (status, body, start.elapsed())
+    });
+    // A viewer keeps asking for the status while the bomb is read.
+    let mut waits = Vec::new();
+    while !upload.is_finished() {
+        let start = std::time::Instant::now();
+        assert_eq!(get(&s, "/api/v1/status", &viewer).status, 200);
+        waits.push(start.elapsed());
+    }
+    let (status, body, took) = upload.join().unwrap();
+    assert_eq!(status, 422, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["kind"], "unreadable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("bomb.pdf") && message.contains("MiB of memory"),
+        "{message}"
+    );
+    // The bomb is read without the store's lock: no status request waited
+    // for it (with the lock held, one would wait about as long as the upload).
+    waits.sort();
+    let longest = *waits
+        .last()
+        .expect("status was asked while the bomb was read");
+    assert!(
+        longest * 4 < took,
+        "a status request waited {longest:?} during a {took:?} upload ({} requests)",
+        waits.len()
+    );
+    eprintln!(
+        "bomb refused in {took:?}; {} status requests meanwhile, p99 {:?}, max {longest:?}",
+        waits.len(),
+        waits[waits.len() * 99 / 100]
+    );
+    assert_eq!(documents(&s), before, "nothing stored");
+    // An ordinary PDF is still read, by the same limited reader.
+    let ok = call(
+        &s,
+        "POST",
+        "/api/v1/documents?kind=cpsr&filename=ok.pdf",
+        Some(&login(&s, "editor")),
+        Some(&common::pdf("Safety assessment of the Bomb Cream")),
+    );
+    assert_eq!(ok.status, 201, "{:?}", ok.body);
+    assert!(
+        ok.body["text_chars"].as_u64().unwrap() > 20,
+        "{:?}",
+        ok.body
+    );
+    drop(s);
+    // The command line refuses it the same way.
+    std::fs::write(env.path("bomb.pdf"), common::pdf_bomb(200 << 20)).unwrap();
+    let msg = env
+        .doc_add(&d, "cpsr", None, None, &env.path("bomb.pdf"))
+        .fails_with("unreadable");
+    assert!(msg.contains("MiB of memory"), "{msg}");
+}
+
+#[test]
 fn media_are_verified_and_previewed_before_an_administrator_installs_them() {
     let env = Env::new();
     let d = spoke_with_users(&env);

@@ -24,6 +24,7 @@ pub mod entities;
 pub mod export;
 pub mod licence;
 mod objects;
+pub mod pdftext;
 mod records;
 mod service;
 mod store;

@@ -21,6 +21,8 @@ pub struct Appliance {
     /// Document passages, for grounded answers (see [`crate::ai`]).
     pub(crate) passages: search::Index,
     pub(crate) max_upload: u64,
+    /// Where PDF text is read.
+    pub(crate) extractor: crate::pdftext::Extractor,
     pub(crate) program: Option<Compiled>,
 }
 
@@ -50,6 +52,7 @@ impl Appliance {
             index,
             passages,
             max_upload: crate::documents::DEFAULT_MAX_UPLOAD,
+            extractor: crate::pdftext::Extractor::default(),
             program: None,
         };
         let generation = Some(a.store.generation()?);

@@ -543,18 +543,43 @@ impl Env {
 /// cross-reference table, as office software would write it.
 pub fn pdf(text: &str) -> Vec<u8> {
     let stream = format!("BT /F1 12 Tf 72 712 Td ({text}) Tj ET");
-    let objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_string(),
-        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_string(),
+    pdf_with_contents(stream.as_bytes(), "")
+}
+
+/// A PDF decompression bomb: a page whose one FlateDecode content stream
+/// inflates to `inflated` bytes of drawing operators (compressed ~700:1).
+pub fn pdf_bomb(inflated: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let op = b"0 0 Td ";
+    for _ in 0..inflated / op.len() {
+        z.write_all(op).unwrap();
+    }
+    pdf_with_contents(&z.finish().unwrap(), " /Filter /FlateDecode")
+}
+
+/// A one-page PDF with `contents` as its content stream (`filter` goes
+/// into the stream's dictionary).
+fn pdf_with_contents(contents: &[u8], filter: &str) -> Vec<u8> {
+    let objects: [Vec<u8>; 5] = [
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_vec(),
+        [
+            format!("<< /Length {}{filter} >>\nstream\n", contents.len()).as_bytes(),
+            contents,
+            b"\nendstream",
+        ]
+        .concat(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_vec(),
     ];
     let mut out = b"%PDF-1.4\n".to_vec();
     let mut offsets = Vec::new();
     for (i, o) in objects.iter().enumerate() {
         offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        out.extend_from_slice(o);
+        out.extend_from_slice(b"\nendobj\n");
     }
     let xref = out.len();
     out.extend_from_slice(

@@ -321,8 +321,17 @@ async fn upload(
             ApiError::new(status, "invalid", e.body_text())
         }
     })?;
+    // Checked under the store's lock, read without it (a PDF's text comes
+    // from a limited child process that may take seconds), stored under it.
+    let (who, body) = (actor.clone(), bytes.clone());
+    let prepared = s
+        .run(move |a| a.prepare_document(&who, input, &body))
+        .await?;
+    let body = bytes.clone();
+    let extracted =
+        crate::off_thread(move || prepared.extract(&body).map_err(ApiError::from)).await?;
     created(
-        s.run(move |a| a.add_document(&actor, input, &bytes))
+        s.run(move |a| a.store_document(&actor, extracted, &bytes))
             .await?,
     )
 }

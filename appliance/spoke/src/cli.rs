@@ -26,6 +26,10 @@ pub struct Cli {
 /// Spoke subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Internal: read a PDF on standard input and write its text, under
+    /// memory and CPU limits (the spoke runs this for every PDF upload).
+    #[command(hide = true)]
+    PdfText,
     /// Create a data directory, its trust store and the spoke's identity.
     Init {
         /// Data directory to create.
@@ -695,6 +699,8 @@ struct PackRow {
 pub fn run(cli: Cli) -> Result<(), Error> {
     let json = cli.json;
     match cli.command {
+        // The exit code tells the parent what happened (see `pdftext`).
+        Command::PdfText => std::process::exit(appliance::pdftext::child_main()),
         Command::Init { data, trust } => {
             let d = DataDir::new(&data);
             if d.marker().exists() {
@@ -1265,5 +1271,10 @@ fn json_path(path: &std::path::Path) -> serde_json::Value {
 
 /// Opens the data directory's stores.
 pub(crate) fn open(data: &std::path::Path) -> Result<Appliance, Error> {
-    Ok(Appliance::open(&DataDir::new(data))?)
+    let mut a = Appliance::open(&DataDir::new(data))?;
+    // PDFs are read by this same program in a limited child process.
+    let me = std::env::current_exe()
+        .map_err(|e| Error::Usage(format!("cannot tell where this spoke binary is: {e}")))?;
+    a.set_extractor(appliance::pdftext::Extractor::Child(me));
+    Ok(a)
 }
