@@ -41,6 +41,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo test --workspace --all-targets
 
+# Coverage-guided fuzzing of the parsers that read media, bundles and packs,
+# 20 s per target on seeds the hub makes (docs/reliability.md).
+bash ci/fuzz.sh 20 target/fuzz
+
 # The held-out answer evaluation on the real models (fails if any shown
 # statement is unsupported by what it cites; docs/benchmarks.md has the
 # numbers).
