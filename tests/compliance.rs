@@ -169,6 +169,122 @@ fn append_only_records_resist_sql_and_raw_file_edits() {
     assert!(msg.contains("edited"), "{msg}");
 }
 
+/// What an attacker with write access to the database file can do: drop the
+/// append-only triggers, edit an entry and recompute the whole unkeyed chain.
+fn rewrite_audit_chain(db: &std::path::Path, seq: i64, actor: &str) {
+    use sha2::{Digest, Sha256};
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
+        .unwrap();
+    conn.execute(
+        "UPDATE audit_log SET actor = ?1 WHERE seq = ?2",
+        rusqlite::params![actor, seq],
+    )
+    .unwrap();
+    let rows: Vec<(i64, Vec<String>)> = conn
+        .prepare(
+            "SELECT seq, at, actor, action, target, origin, detail FROM audit_log ORDER BY seq",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, (1..7).map(|i| r.get(i).unwrap()).collect()))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut prev = "0".repeat(64);
+    for (seq, fields) in rows {
+        let mut h = Sha256::new();
+        let seq_text = seq.to_string();
+        let parts = [&prev, &seq_text].into_iter().chain(fields.iter());
+        for part in parts {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        let hash = hex::encode(h.finalize());
+        conn.execute(
+            "UPDATE audit_log SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+            rusqlite::params![prev, hash, seq],
+        )
+        .unwrap();
+        prev = hash;
+    }
+}
+
+#[test]
+fn a_rewritten_audit_chain_is_found_against_a_checkpoint_signed_earlier() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    env.spoke(&["eval", "--data", &d, "--all"]).ok();
+    let written = env
+        .spoke(&["audit", "checkpoint", "--data", &d, "--to", &env.s("stick")])
+        .ok();
+    let checkpoint = written["file"].as_str().unwrap().to_string();
+    env.spoke(&["report", "--data", &d, "--to", &env.s("stick")])
+        .ok();
+    let report = env.s("stick/report.json");
+    // The hub accepts the checkpoint as a document this spoke signed.
+    env.hub(&["report", "verify", &checkpoint]).ok();
+    // Later entries do not disturb an earlier checkpoint.
+    env.spoke(&["eval", "--data", &d, "--all"]).ok();
+    for against in [&checkpoint, &report] {
+        env.spoke(&["audit", "verify", "--data", &d, "--against", against])
+            .ok();
+    }
+
+    // The rewrite passes the plain chain check...
+    rewrite_audit_chain(&env.path("spoke/db/spoke.sqlite"), 2, "mallory");
+    env.spoke(&["audit", "verify", "--data", &d]).ok();
+    // ...but not the signed checkpoints, which were taken off the spoke.
+    for against in [&checkpoint, &report] {
+        let msg = env
+            .spoke(&["audit", "verify", "--data", &d, "--against", against])
+            .fails_with("audit_broken");
+        assert!(msg.contains("rewritten"), "{msg}");
+    }
+    // A document that is not a signed spoke document is refused by name.
+    std::fs::write(env.path("stick/notes.json"), br#"{"format": "notes"}"#).unwrap();
+    let notes = env.s("stick/notes.json");
+    let msg = env
+        .spoke(&["audit", "verify", "--data", &d, "--against", &notes])
+        .fails_with("usage");
+    assert!(
+        msg.contains("notes.json") && msg.contains("not a signed spoke document"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn lifting_legal_hold_by_editing_the_settings_row_is_found() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    env.spoke(&[
+        "lifecycle",
+        "--data",
+        &d,
+        "--set",
+        "LEGAL_HOLD",
+        "--reason",
+        "litigation 2026-17",
+    ])
+    .ok();
+    env.spoke(&["audit", "verify", "--data", &d]).ok();
+    rusqlite::Connection::open(env.path("spoke/db/spoke.sqlite"))
+        .unwrap()
+        .execute(
+            "UPDATE settings SET value = 'ACTIVE' WHERE key = 'lifecycle'",
+            [],
+        )
+        .unwrap();
+    let msg = env
+        .spoke(&["audit", "verify", "--data", &d])
+        .fails_with("audit_broken");
+    assert!(
+        msg.contains("LEGAL_HOLD") && msg.contains("settings were edited"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn bad_input_is_refused_and_stores_nothing() {
     let env = Env::new();

@@ -174,8 +174,63 @@ pub(crate) fn verify(conn: &Connection, path: &std::path::Path) -> Result<Verifi
     if issued != all.len() as i64 {
         return Err(broken(issued, "newest entries missing (log truncated)"));
     }
+    // The lifecycle state is what the last `lifecycle.set` entry says
+    // (ACTIVE before any): an edit of the settings row shows.
+    let audited = all
+        .iter()
+        .rev()
+        .find(|e| e.entry.action == "lifecycle.set")
+        .map_or("ACTIVE", |e| e.entry.target.as_str());
+    let stored: String = conn
+        .query_row(
+            "SELECT value FROM settings WHERE key = 'lifecycle'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if stored != audited {
+        return Err(broken(
+            all.len() as i64,
+            &format!(
+                "the lifecycle state is {stored} but the audited transitions leave it {audited} (the settings were edited)"
+            ),
+        ));
+    }
     Ok(Verified {
         entries: all.len(),
         head: prev,
     })
+}
+
+/// Checks the chain against a checkpoint signed earlier (`seq`, `head`):
+/// the chain verifies and its entry `seq` still has hash `head`, so nothing
+/// up to the checkpoint was rewritten, even with the chain recomputed.
+pub(crate) fn verify_against(
+    conn: &Connection,
+    path: &std::path::Path,
+    seq: i64,
+    head: &str,
+) -> Result<Verified, Error> {
+    let v = verify(conn, path)?;
+    if seq < 1 {
+        return Ok(v);
+    }
+    let at = entries(conn, seq - 1, 1).map_err(|source| Error::Db {
+        path: path.to_owned(),
+        source,
+    })?;
+    match at.first() {
+        None => Err(Error::AuditBroken {
+            seq,
+            reason: format!(
+                "the checkpoint covers {seq} entries, the log has {}: entries were removed (or this is an older copy)",
+                v.entries
+            ),
+        }),
+        Some(e) if e.hash != head => Err(Error::AuditBroken {
+            seq,
+            reason: "the log up to this entry differs from the signed checkpoint: it was rewritten and its chain recomputed".into(),
+        }),
+        Some(_) => Ok(v),
+    }
 }

@@ -103,15 +103,21 @@ impl Appliance {
                 .map_err(tx_db)?;
             }
             let phase = record.map(|r| r.phase);
-            Ok((
-                (),
-                vec![Audit {
-                    action,
-                    target: "spoke".into(),
-                    detail: serde_json::json!({ "phase": phase, "detail": detail }),
-                }],
-                vec![],
-            ))
+            let mut audits = vec![Audit {
+                action,
+                target: "spoke".into(),
+                detail: serde_json::json!({ "phase": phase, "detail": detail }),
+            }];
+            // Every lifecycle change has its own entry: `audit verify`
+            // derives the state from them.
+            if let Some(to) = lifecycle {
+                audits.push(Audit {
+                    action: "lifecycle.set",
+                    target: to.as_str().into(),
+                    detail: serde_json::json!({ "reason": action }),
+                });
+            }
+            Ok(((), audits, vec![]))
         })?;
         Ok(())
     }

@@ -553,6 +553,12 @@ impl Store {
         audit::verify(&self.conn, &self.path)
     }
 
+    /// [`Store::audit_verify`], and entry `seq` still has the hash `head`
+    /// a signed checkpoint recorded.
+    pub fn audit_verify_against(&self, seq: i64, head: &str) -> Result<audit::Verified, Error> {
+        audit::verify_against(&self.conn, &self.path, seq, head)
+    }
+
     /// Whether a bundle with this CID is installed.
     pub fn has_bundle(&self, cid: &str) -> Result<bool, Error> {
         self.conn

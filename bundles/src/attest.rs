@@ -22,13 +22,16 @@ pub const BACKUP_FORMAT: &str = "eurocomply-backup/1";
 pub const EXPORT_RECEIPT_FORMAT: &str = "eurocomply-export-receipt/1";
 /// The certificate that a spoke's data was destroyed.
 pub const DESTRUCTION_FORMAT: &str = "eurocomply-destruction/1";
+/// A signed checkpoint of the spoke's audit chain (`audit_entries`, `audit_head`).
+pub const CHECKPOINT_FORMAT: &str = "eurocomply-audit-checkpoint/1";
 /// Every format `hub report verify` accepts.
-pub const FORMATS: [&str; 5] = [
+pub const FORMATS: [&str; 6] = [
     REPORT_FORMAT,
     EVIDENCE_FORMAT,
     BACKUP_FORMAT,
     EXPORT_RECEIPT_FORMAT,
     DESTRUCTION_FORMAT,
+    CHECKPOINT_FORMAT,
 ];
 /// Largest signed document read.
 const MAX_DOCUMENT: usize = 64 * 1024 * 1024;

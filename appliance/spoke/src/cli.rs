@@ -658,11 +658,28 @@ pub enum OsCommand {
 /// `spoke audit …`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the hash chain; fails if any entry was edited, removed or reordered.
+    /// Recompute the hash chain; fails if any entry was edited, removed or
+    /// reordered, or the lifecycle state disagrees with its audited changes.
     Verify {
         /// Data directory.
         #[arg(long)]
         data: PathBuf,
+        /// A signed checkpoint, report, backup manifest, export receipt or
+        /// evidence pack this spoke wrote earlier: also fail if anything up
+        /// to the entry it recorded was rewritten (even with the chain
+        /// recomputed).
+        #[arg(long)]
+        against: Option<PathBuf>,
+    },
+    /// Write a signed checkpoint of the chain (entries, head) into a
+    /// directory off the spoke, for `spoke audit verify --against`.
+    Checkpoint {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Directory to write `audit-checkpoint-<entries>.json` into.
+        #[arg(long)]
+        to: PathBuf,
     },
     /// List the entries, oldest first.
     List {
@@ -804,13 +821,37 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Os { command } => os_command(json, command),
         Command::Audit {
-            command: AuditCommand::Verify { data },
+            command: AuditCommand::Verify { data, against },
         } => {
             let d = DataDir::new(&data);
             d.check_initialised()?;
-            let v = Store::open(&d.database())?.audit_verify()?;
+            let v = match &against {
+                None => Store::open(&d.database())?.audit_verify()?,
+                Some(file) => report::verify_against(&open(&data)?, &d, file)?,
+            };
             out(json, &v, |v| {
-                format!("audit log intact: {} entries, head {}", v.entries, v.head)
+                let checked = against
+                    .as_ref()
+                    .map(|f| format!(", and matches {}", f.display()))
+                    .unwrap_or_default();
+                format!(
+                    "audit log intact: {} entries, head {}{checked}",
+                    v.entries, v.head
+                )
+            })
+        }
+        Command::Audit {
+            command: AuditCommand::Checkpoint { data, to },
+        } => {
+            let a = open(&data)?;
+            let doc = report::checkpoint(&a, a.dir())?;
+            let entries = doc.body["audit_entries"].as_u64().unwrap_or(0);
+            let path = report::write(&to, &format!("audit-checkpoint-{entries}.json"), &doc)?;
+            out(json, &json_path(&path), |_| {
+                format!(
+                    "wrote the signed audit checkpoint {} ({entries} entries)",
+                    path.display()
+                )
             })
         }
         Command::Audit {

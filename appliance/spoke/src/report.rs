@@ -39,10 +39,13 @@ pub(crate) fn report(app: &Appliance, d: &DataDir) -> Result<bundles::attest::Si
             })
         })
         .collect();
+    let audit = app.store().audit_verify()?;
     let body = json!({
         "created_at": jiff::Timestamp::now().to_string(),
         "spoke_version": env!("CARGO_PKG_VERSION"),
         "os_version": Value::Null,
+        "audit_entries": audit.entries,
+        "audit_head": audit.head,
         "lifecycle": app.store().lifecycle()?,
         "counts": app.report_counts()?,
         "errors_by_code_24h": app.store().error_counts(&yesterday())?,
@@ -101,13 +104,68 @@ pub(crate) fn evidence(
         .filter(|e| e.entry.target == id)
         .map(|e| serde_json::to_value(e).unwrap_or_default())
         .collect();
+    let chain = app.store().audit_verify()?;
     let body = json!({
         "change": change,
         "packs": packs,
         "audit": audit,
-        "audit_head": app.store().audit_verify()?.head,
+        "audit_entries": chain.entries,
+        "audit_head": chain.head,
     });
     identity::sign(&d.identity_dir(), EVIDENCE_FORMAT, body)
+}
+
+/// A signed checkpoint of the audit chain: how many entries it has and the
+/// newest one's hash. Carried off the spoke (with reports, backups, exports
+/// and evidence packs, which carry the same two fields), it lets
+/// `spoke audit verify --against` find a rewrite of anything before it.
+pub(crate) fn checkpoint(app: &Appliance, d: &DataDir) -> Result<bundles::attest::Signed, Error> {
+    let audit = app.store().audit_verify()?;
+    let body = json!({
+        "created_at": jiff::Timestamp::now().to_string(),
+        "audit_entries": audit.entries,
+        "audit_head": audit.head,
+    });
+    identity::sign(&d.identity_dir(), bundles::attest::CHECKPOINT_FORMAT, body)
+}
+
+/// Verifies the audit chain against a signed document this spoke wrote
+/// (a checkpoint, report, backup manifest, export receipt or evidence pack):
+/// its signature must be this spoke's, and the chain must still hold the
+/// entry it recorded.
+pub(crate) fn verify_against(
+    app: &Appliance,
+    d: &DataDir,
+    file: &Path,
+) -> Result<appliance::audit::Verified, Error> {
+    let origin = file.display().to_string();
+    let bytes = bundles::fsutil::read_regular(file, 64 * 1024 * 1024)?;
+    let format = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["format"].as_str().map(str::to_string))
+        .filter(|f| bundles::attest::FORMATS.contains(&f.as_str()))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{origin} is not a signed spoke document (a checkpoint, report, backup manifest, export receipt or evidence pack)"
+            ))
+        })?;
+    let doc = bundles::attest::verify(&bytes, &format, &origin)?;
+    let me = identity::load_public(&d.identity_dir())?.did;
+    if doc.signer != me {
+        return Err(Error::Usage(format!(
+            "{origin} was signed by {}, not by this spoke ({me}); use a checkpoint this spoke wrote",
+            doc.signer
+        )));
+    }
+    let (Some(entries), Some(head)) = (
+        doc.body["audit_entries"].as_i64(),
+        doc.body["audit_head"].as_str(),
+    ) else {
+        return Err(Error::Usage(format!(
+            "{origin} ({format}) records no audit checkpoint (audit_entries, audit_head)"
+        )));
+    };
+    Ok(app.store().audit_verify_against(entries, head)?)
 }
 
 /// Writes a signed document into `dir` as `name`, atomically.
