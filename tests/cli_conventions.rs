@@ -101,3 +101,100 @@ fn repository_and_media_are_world_readable_and_keys_stay_private() {
         .collect();
     assert!(open.is_empty(), "keys readable by others: {open:?}");
 }
+
+#[test]
+fn argument_errors_are_json_under_json_and_missing_paths_are_not_found() {
+    let env = Env::new();
+    for (bin, sub) in [
+        (env!("CARGO_BIN_EXE_hub"), "list"),
+        (env!("CARGO_BIN_EXE_spoke"), "status"),
+    ] {
+        let out = Command::new(bin)
+            .args(["--json", sub, "--no-such-flag"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bin}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let v: serde_json::Value = serde_json::from_str(stderr.trim())
+            .unwrap_or_else(|e| panic!("{bin}: not one JSON object ({e}): {stderr}"));
+        assert_eq!(v["error"]["kind"], "usage", "{bin}: {v}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--no-such-flag"));
+        // Without --json, clap's own text; --help still prints help.
+        let plain = Command::new(bin)
+            .args([sub, "--no-such-flag"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&plain.stderr).starts_with("error:"),
+            "{bin}"
+        );
+        let help = Command::new(bin)
+            .args(["--json", "--help"])
+            .output()
+            .unwrap();
+        assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("Usage:"));
+    }
+    env.init_repo(&[]);
+    env.spoke_init("d");
+    let msg = env
+        .spoke(&["import", "--data", &env.s("d"), &env.s("no-such-stick")])
+        .fails_with("not_found");
+    assert!(
+        msg.contains("no-such-stick") && msg.contains("no such directory"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_real_commands() {
+    let env = Env::new();
+    for (bin, name, sub) in [
+        (env!("CARGO_BIN_EXE_hub"), "hub", "export"),
+        (env!("CARGO_BIN_EXE_spoke"), "spoke", "import"),
+    ] {
+        for shell in ["bash", "zsh", "fish"] {
+            let out = Command::new(bin)
+                .args(["completions", shell])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name} {shell}");
+            let script = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                script.contains(sub) && script.contains("json"),
+                "{name} {shell}"
+            );
+        }
+        let dir = env.path(&format!("man-{name}"));
+        let pages = env_run(bin, &["--json", "man", "--out", dir.to_str().unwrap()]);
+        let pages: Vec<String> = pages
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        assert!(pages.len() > 10, "{name}: {pages:?}");
+        let page = std::fs::read_to_string(dir.join(format!("{name}-{sub}.1"))).unwrap();
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH"),
+            "{name}-{sub}.1 is roff"
+        );
+        assert!(
+            !pages.iter().any(|p| p.contains("pdf-text")),
+            "hidden internal commands get no page"
+        );
+    }
+}
+
+/// Runs `bin args` and parses its standard output as JSON.
+fn env_run(bin: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(bin).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

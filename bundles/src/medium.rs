@@ -378,6 +378,12 @@ pub fn open_medium(
     identity: Option<&age::x25519::Identity>,
     scratch: &Path,
 ) -> Result<PathBuf> {
+    if std::fs::symlink_metadata(dir).is_err() {
+        return Err(Error::NotFound(format!(
+            "{}: no such directory; name the directory `hub export` wrote (where the stick is mounted)",
+            dir.display()
+        )));
+    }
     let info_path = dir.join("medium.json");
     let bytes = fsutil::read_regular(&info_path, MAX_INFO_SIZE).map_err(|e| match e {
         Error::Truncated { what, .. } => Error::Truncated {

@@ -25,16 +25,29 @@ impl TtyBar {
             return TtyBar(None);
         }
         let style = if bytes {
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {known_eta}"
         } else {
             "{msg} [{bar:30}] {pos}/{len}"
         };
         let bar = indicatif::ProgressBar::new(0).with_message(what);
         if let Ok(s) = indicatif::ProgressStyle::with_template(style) {
-            bar.set_style(s.progress_chars("=> "));
+            bar.set_style(s.progress_chars("=> ").with_key("known_eta", known_eta));
         }
         TtyBar(Some(bar))
     }
+}
+
+/// How long a bar runs before its rate, and so its ETA, means anything.
+const RATE_KNOWN_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The ETA once the rate is known (a few seconds of work done), `…` before:
+/// the first chunks (reading metadata, small files) say nothing of the rest.
+fn known_eta(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = if state.pos() == 0 || state.elapsed() < RATE_KNOWN_AFTER {
+        w.write_str("…")
+    } else {
+        write!(w, "{:#}", indicatif::HumanDuration(state.eta()))
+    };
 }
 
 impl Progress for TtyBar {

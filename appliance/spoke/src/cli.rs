@@ -26,6 +26,19 @@ pub struct Cli {
 /// Spoke subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(display_order = 1000)]
+    Completions {
+        /// The shell.
+        shell: cli_conventions::Shell,
+    },
+    /// Write the man pages, one per command, into a directory.
+    #[command(display_order = 1001)]
+    Man {
+        /// Directory to write `spoke.1`, `spoke-<command>.1`, … into.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Internal: read a PDF on standard input and write its text, under
     /// memory and CPU limits (the spoke runs this for every PDF upload).
     #[command(hide = true)]
@@ -716,6 +729,18 @@ struct PackRow {
 pub fn run(cli: Cli) -> Result<(), Error> {
     let json = cli.json;
     match cli.command {
+        Command::Completions { shell } => {
+            cli_conventions::completions::<Cli>(shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out: dir } => {
+            let pages = cli_conventions::man_pages::<Cli>(&dir).map_err(|e| {
+                Error::Usage(format!("write man pages into {}: {e}", dir.display()))
+            })?;
+            out(json, &pages, |p| {
+                format!("wrote {} man pages into {}", p.len(), dir.display())
+            })
+        }
         // The exit code tells the parent what happened (see `pdftext`).
         Command::PdfText => std::process::exit(appliance::pdftext::child_main()),
         Command::Init { data, trust } => {

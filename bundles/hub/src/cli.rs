@@ -55,6 +55,19 @@ impl ExpiryArgs {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(display_order = 1000)]
+    Completions {
+        /// The shell.
+        shell: cli_conventions::Shell,
+    },
+    /// Write the man pages, one per command, into a directory.
+    #[command(display_order = 1001)]
+    Man {
+        /// Directory to write `hub.1`, `hub-<command>.1`, … into.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Create a new signed repository and its keys.
     Init {
         /// Repository directory.
@@ -325,6 +338,18 @@ fn parse_role(role: &str) -> Result<tough::schema::RoleType, Error> {
 pub fn run(cli: Cli) -> Result<(), Error> {
     let json = cli.json;
     match cli.command {
+        Command::Completions { shell } => {
+            cli_conventions::completions::<Cli>(shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out: dir } => {
+            let pages = cli_conventions::man_pages::<Cli>(&dir).map_err(|e| {
+                Error::Usage(format!("write man pages into {}: {e}", dir.display()))
+            })?;
+            out(json, &pages, |p| {
+                format!("wrote {} man pages into {}", p.len(), dir.display())
+            })
+        }
         Command::Init {
             repo,
             keys,

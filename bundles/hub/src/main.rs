@@ -1,7 +1,5 @@
 //! `hub`: parses arguments and runs the hub library.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -10,29 +8,13 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = hub::Cli::parse();
+    let cli: hub::Cli = cli_conventions::parse();
     let json = cli.json;
-    // A closed pipe (`hub ... | head -1`) ends the process quietly, as for
-    // every Unix tool, instead of a panic in `println!`. Servers keep Rust's
-    // default (SIGPIPE ignored): a client that disconnects must not kill them.
     if !matches!(cli.command, hub::cli::Command::Serve { .. }) {
-        // SAFETY: single-threaded here; restoring a default signal disposition.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        cli_conventions::quiet_on_closed_pipe();
     }
     match hub::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            if json {
-                eprintln!(
-                    "{}",
-                    serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } })
-                );
-            } else {
-                eprintln!("hub: error: {e}");
-            }
-            std::process::ExitCode::from(1)
-        }
+        Err(e) => cli_conventions::fail("hub", json, e.kind(), &e.to_string()),
     }
 }
