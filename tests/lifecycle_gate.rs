@@ -159,3 +159,55 @@ fn legal_hold_and_suspended_refuse_imports_and_model_switches_before_writing_any
     );
     env.spoke(&["audit", "verify", "--data", &d]).ok();
 }
+
+#[test]
+fn while_held_access_can_be_given_only_read_only_and_sign_in_still_works() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    let password = "a long enough passphrase";
+    let add = |name: &str, role: &str| {
+        env.spoke_stdin(
+            &["users", "add", "--data", &d, "--name", name, "--role", role],
+            &format!("{password}\n"),
+        )
+    };
+    add("erin", "editor").ok();
+    add("ada", "admin").ok();
+    for (state, reason) in [("LEGAL_HOLD", "case 42"), ("SUSPENDED", "case 42 closed")] {
+        set_lifecycle(&env, &d, state, reason);
+        let audit_before = env.audit_actions(&d).len();
+        // Write access, new or by token, waits for ACTIVE...
+        let msg = add(&format!("ed-{}", state.len()), "editor").fails_with("read_only");
+        assert!(msg.contains(state) && msg.contains("read-only"), "{msg}");
+        env.spoke(&[
+            "users", "token", "--data", &d, "--user", "erin", "--label", "ci",
+        ])
+        .fails_with("read_only");
+        assert_eq!(env.audit_actions(&d).len(), audit_before, "nothing written");
+        // ...read-only access for the investigation does not.
+        let auditor = format!("investigator-{}", state.len());
+        add(&auditor, "auditor").ok();
+        env.spoke(&[
+            "users", "token", "--data", &d, "--user", &auditor, "--label", "case 42",
+        ])
+        .ok();
+    }
+    // Signing in works while held; vendor support access is refused.
+    let (_server, url) = env.spoke_serve(&d, &[]);
+    let session: serde_json::Value = ureq::post(&format!("{url}/api/v1/session"))
+        .send_json(serde_json::json!({"user": "ada", "password": password}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let admin = session["secret"].as_str().unwrap();
+    let grant = ureq::post(&format!("{url}/api/v1/support-access"))
+        .set("authorization", &format!("Bearer {admin}"))
+        .send_json(serde_json::json!({"grantee": "vendor-ops", "hours": 4}));
+    match grant {
+        Err(ureq::Error::Status(403, r)) => {
+            let body: serde_json::Value = r.into_json().unwrap();
+            assert_eq!(body["error"]["kind"], "read_only", "{body}");
+        }
+        other => panic!("support access while SUSPENDED: {other:?}"),
+    }
+}

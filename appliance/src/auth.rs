@@ -70,6 +70,12 @@ impl Role {
         }
     }
 
+    /// Whether the role can only read (viewer, auditor): the access that may
+    /// still be given while the spoke is held.
+    pub fn reads_only(self) -> bool {
+        matches!(self, Role::Viewer | Role::Auditor)
+    }
+
     /// The role's name as stored.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -327,33 +333,39 @@ impl Store {
             disabled: false,
         };
         let terms = self.licence()?;
-        let w = self.write(actor, Class::Admin, |tx| {
-            crate::licence::within_plan(tx, terms.as_ref(), "users", 1)?;
-            let exists: bool = tx
-                .query_row(
-                    "SELECT EXISTS(SELECT 1 FROM users WHERE name = ?1)",
-                    [name],
-                    |r| r.get(0),
-                )
-                .map_err(tx_db)?;
-            if exists {
-                return Err(Error::Conflict(format!("user {name:?} already exists")));
-            }
-            tx.execute(
+        let w = self.write(
+            actor,
+            Class::Access {
+                allowed_when_held: role.reads_only(),
+            },
+            |tx| {
+                crate::licence::within_plan(tx, terms.as_ref(), "users", 1)?;
+                let exists: bool = tx
+                    .query_row(
+                        "SELECT EXISTS(SELECT 1 FROM users WHERE name = ?1)",
+                        [name],
+                        |r| r.get(0),
+                    )
+                    .map_err(tx_db)?;
+                if exists {
+                    return Err(Error::Conflict(format!("user {name:?} already exists")));
+                }
+                tx.execute(
                 "INSERT INTO users (name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![name, role.as_str(), hash, at],
             )
             .map_err(tx_db)?;
-            Ok((
-                user,
-                vec![Audit {
-                    action: "user.create",
-                    target: name.to_string(),
-                    detail: serde_json::json!({ "role": role.as_str() }),
-                }],
-                vec![],
-            ))
-        })?;
+                Ok((
+                    user,
+                    vec![Audit {
+                        action: "user.create",
+                        target: name.to_string(),
+                        detail: serde_json::json!({ "role": role.as_str() }),
+                    }],
+                    vec![],
+                ))
+            },
+        )?;
         Ok(w.value)
     }
 
@@ -433,8 +445,10 @@ impl Store {
         self.write(&actor, Class::Admin, |tx| {
             throttle::clear(tx, &account).map(|_| ((), vec![], vec![]))
         })?;
+        // Signing in works in every state, so a held spoke can be read.
         self.issue(
             &actor,
+            Class::Admin,
             "session",
             "sign-in",
             name,
@@ -460,7 +474,10 @@ impl Store {
                 )));
             }
         }
-        self.issue(actor, "api", label, user, role, hours)
+        let class = Class::Access {
+            allowed_when_held: role.reads_only(),
+        };
+        self.issue(actor, class, "api", label, user, role, hours)
     }
 
     /// Grants time-limited, read-only support access (admin only, at most
@@ -478,8 +495,13 @@ impl Store {
                 "support access is granted for 1 to {MAX_SUPPORT_HOURS} hours, not {hours}"
             )));
         }
+        // Vendor access is never opened while the spoke is held.
+        let class = Class::Access {
+            allowed_when_held: false,
+        };
         self.issue(
             actor,
+            class,
             "support",
             "support access",
             &format!("support:{grantee}"),
@@ -507,6 +529,7 @@ impl Store {
     fn issue(
         &mut self,
         actor: &Actor,
+        class: Class,
         kind: &'static str,
         label: &str,
         user: &str,
@@ -526,7 +549,7 @@ impl Store {
             expires_at: expires_at.clone(),
             role,
         };
-        let w = self.write(actor, Class::Admin, |tx| {
+        let w = self.write(actor, class, |tx| {
             tx.execute(
                 "INSERT INTO tokens (id, kind, label, user_name, role, secret_hash, created_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

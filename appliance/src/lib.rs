@@ -84,7 +84,7 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     /// The spoke is not ACTIVE, so nothing may change.
-    #[error("the spoke is {0}: reads and exports work, but nothing that changes what evaluations use or what is kept can happen (imports, pack changes, model switches, data edits). An administrator must set it ACTIVE first: `spoke lifecycle --data DIR --set ACTIVE --reason WHY` (leaving LEGAL_HOLD needs the legal clearance as the reason)")]
+    #[error("the spoke is {0}: reads and exports work, but nothing that changes what evaluations use or what is kept can happen (imports, pack changes, model switches, data edits), and access can be given only read-only (viewer or auditor users and tokens; no support grants). An administrator must set it ACTIVE first: `spoke lifecycle --data DIR --set ACTIVE --reason WHY` (leaving LEGAL_HOLD needs the legal clearance as the reason)")]
     ReadOnly(Lifecycle),
     /// The caller is authenticated but lacks the permission.
     #[error("{0}")]

@@ -231,16 +231,31 @@ pub(crate) enum Class {
     /// with a current licence.
     Data,
     /// Administration that works in every state: the lifecycle itself,
-    /// sign-in, licences, decommissioning.
+    /// sign-in, licences, decommissioning, revoking access.
     Admin,
+    /// Giving access (users, API tokens, support grants). Under LEGAL_HOLD
+    /// or SUSPENDED only read-only access may be given (an auditor or viewer
+    /// for the investigation); write access and vendor support wait for
+    /// ACTIVE.
+    Access {
+        /// Whether this grant may happen while the spoke is not ACTIVE.
+        allowed_when_held: bool,
+    },
 }
 
 impl Class {
     /// The lifecycle gate: whether a write of this class may happen in `state`.
     fn gate(self, state: Lifecycle) -> Result<(), Error> {
         match (self, state) {
-            (Class::Admin, _) | (Class::Data, Lifecycle::Active) => Ok(()),
-            (Class::Data, other) => Err(Error::ReadOnly(other)),
+            (Class::Admin, _)
+            | (_, Lifecycle::Active)
+            | (
+                Class::Access {
+                    allowed_when_held: true,
+                },
+                _,
+            ) => Ok(()),
+            (_, other) => Err(Error::ReadOnly(other)),
         }
     }
 }
