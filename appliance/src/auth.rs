@@ -445,10 +445,8 @@ impl Store {
         self.write(&actor, Class::Admin, |tx| {
             throttle::clear(tx, &account).map(|_| ((), vec![], vec![]))
         })?;
-        // Signing in works in every state, so a held spoke can be read.
         self.issue(
             &actor,
-            Class::Admin,
             "session",
             "sign-in",
             name,
@@ -474,10 +472,7 @@ impl Store {
                 )));
             }
         }
-        let class = Class::Access {
-            allowed_when_held: role.reads_only(),
-        };
-        self.issue(actor, class, "api", label, user, role, hours)
+        self.issue(actor, "api", label, user, role, hours)
     }
 
     /// Grants time-limited, read-only support access (admin only, at most
@@ -495,13 +490,8 @@ impl Store {
                 "support access is granted for 1 to {MAX_SUPPORT_HOURS} hours, not {hours}"
             )));
         }
-        // Vendor access is never opened while the spoke is held.
-        let class = Class::Access {
-            allowed_when_held: false,
-        };
         self.issue(
             actor,
-            class,
             "support",
             "support access",
             &format!("support:{grantee}"),
@@ -529,7 +519,6 @@ impl Store {
     fn issue(
         &mut self,
         actor: &Actor,
-        class: Class,
         kind: &'static str,
         label: &str,
         user: &str,
@@ -548,6 +537,18 @@ impl Store {
             secret: secret.clone(),
             expires_at: expires_at.clone(),
             role,
+        };
+        // Signing in works in every state, so a held spoke can be read; while
+        // held, tokens are given only for read-only roles and vendor support
+        // access is never opened.
+        let class = match kind {
+            "session" => Class::Admin,
+            "support" => Class::Access {
+                allowed_when_held: false,
+            },
+            _ => Class::Access {
+                allowed_when_held: role.reads_only(),
+            },
         };
         let w = self.write(actor, class, |tx| {
             tx.execute(
