@@ -81,7 +81,8 @@ fn product(category: Option<&str>, components: Vec<Component>) -> Product {
 }
 
 fn eval(p: &kernel::Program, prod: &Product) -> Evaluation {
-    p.evaluate(prod, "2026-06-01", kernel::DEFAULT_FUEL).unwrap()
+    p.evaluate(prod, "2026-06-01", kernel::DEFAULT_FUEL)
+        .unwrap()
 }
 
 fn rule<'a>(e: &'a Evaluation, id: &str) -> &'a kernel::RuleOutcome {
@@ -94,7 +95,12 @@ fn rule<'a>(e: &'a Evaluation, id: &str) -> &'a kernel::RuleOutcome {
 fn details(r: &kernel::RuleOutcome) -> String {
     r.trace
         .iter()
-        .map(|s| format!("{} | {} | {:?} | {}", s.subject, s.check, s.verdict, s.detail))
+        .map(|s| {
+            format!(
+                "{} | {} | {:?} | {}",
+                s.subject, s.check, s.verdict, s.detail
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -135,7 +141,12 @@ fn the_same_substance_on_several_lines_is_summed() {
         );
         let e = eval(&p, &prod);
         let limits = rule(&e, "annex-iii-limits");
-        assert_eq!(limits.verdict, Verdict::Fail, "{what}:\n{}", details(limits));
+        assert_eq!(
+            limits.verdict,
+            Verdict::Fail,
+            "{what}:\n{}",
+            details(limits)
+        );
         let step = limits
             .trace
             .iter()
@@ -199,7 +210,8 @@ fn a_split_allergen_is_labelled_on_its_total() {
     assert!(
         r.trace
             .iter()
-            .any(|s| s.detail == "0.012% (lines 1 + 3: 0.006% + 0.006%) > threshold 0.01%: duty applies"),
+            .any(|s| s.detail
+                == "0.012% (lines 1 + 3: 0.006% + 0.006%) > threshold 0.01%: duty applies"),
         "{}",
         details(r)
     );
@@ -226,7 +238,10 @@ fn group_entries_match_their_members() {
         details(r)
     );
     // By name only, too.
-    let by_name = product(Some("leave_on"), vec![c("lead  acetate", None, Some(0.002))]);
+    let by_name = product(
+        Some("leave_on"),
+        vec![c("lead  acetate", None, Some(0.002))],
+    );
     assert_eq!(
         rule(&eval(&p, &by_name), "annex-ii-prohibited").verdict,
         Verdict::Fail
@@ -279,7 +294,12 @@ fn unknown_categories_need_review_not_a_legal_statement() {
         );
         let e = eval(&p, &prod);
         let r = rule(&e, "annex-iii-limits");
-        assert_eq!(r.verdict, Verdict::NeedsReview, "{category:?}: {}", details(r));
+        assert_eq!(
+            r.verdict,
+            Verdict::NeedsReview,
+            "{category:?}: {}",
+            details(r)
+        );
         assert!(
             e.rules
                 .iter()
@@ -290,17 +310,35 @@ fn unknown_categories_need_review_not_a_legal_statement() {
         let f = rule(&e, "formulation");
         assert_eq!(f.verdict, Verdict::NeedsReview, "{category:?}");
     }
-    let e = eval(&p, &product(Some("sunscreen"), vec![c("Salicylic acid", Some("69-72-7"), Some(1.0))]));
+    let e = eval(
+        &p,
+        &product(
+            Some("sunscreen"),
+            vec![c("Salicylic acid", Some("69-72-7"), Some(1.0))],
+        ),
+    );
     let step = &rule(&e, "annex-iii-limits").trace[0];
     assert_eq!(
         step.detail,
         "product category \"sunscreen\" is not one this environment defines (hair_rinse_off, leave_on, nail, oral, rinse_off); correct the product's category"
     );
     // Case and spacing do not make a category unknown.
-    let e = eval(&p, &product(Some(" Leave On "), vec![c("Salicylic acid", Some("69-72-7"), Some(1.0))]));
+    let e = eval(
+        &p,
+        &product(
+            Some(" Leave On "),
+            vec![c("Salicylic acid", Some("69-72-7"), Some(1.0))],
+        ),
+    );
     assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
     // A category the table does not permit the substance in still fails.
-    let e = eval(&p, &product(Some("oral"), vec![c("Salicylic acid", Some("69-72-7"), Some(1.0))]));
+    let e = eval(
+        &p,
+        &product(
+            Some("oral"),
+            vec![c("Salicylic acid", Some("69-72-7"), Some(1.0))],
+        ),
+    );
     assert_eq!(rule(&e, "annex-iii-limits").verdict, Verdict::Fail);
 }
 
@@ -361,8 +399,14 @@ fn table_fields_for_synonyms_and_members_are_checked() {
         rules,
     };
     let bad = [
-        (json!([{"substance": "X", "cas": "1-1-1", "synonyms": "Y"}]), "synonyms"),
-        (json!([{"substance": "X", "cas": "1-1-1", "members": [{"cas": "2-2-2"}]}]), "members[0]"),
+        (
+            json!([{"substance": "X", "cas": "1-1-1", "synonyms": "Y"}]),
+            "synonyms",
+        ),
+        (
+            json!([{"substance": "X", "cas": "1-1-1", "members": [{"cas": "2-2-2"}]}]),
+            "members[0]",
+        ),
         (
             json!([{"substance": "X", "cas": "1-1-1", "expressed_as": "X", "members": [{"substance": "Y", "cas": "2-2-2", "factor": 0}]}]),
             "factor",

@@ -2,7 +2,7 @@
 //! inputs in `v1_0_semantics.json` evaluate to exactly the bytes that build
 //! produced.
 
-use kernel::{LogicPack, Product, RuleSet, Table, Tables};
+use kernel::{LogicPack, Product, RuleSet, Semantics, Table, Tables};
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -51,7 +51,9 @@ fn vm_1_0_locks_replay_byte_identical() {
     assert!(products.len() >= 10);
     for (prod, want) in products.iter().zip(expected) {
         let prod: Product = serde_json::from_value(prod.clone()).unwrap();
-        let e = p.evaluate(&prod, as_of, kernel::DEFAULT_FUEL).unwrap();
+        let e = p
+            .evaluate_as(Semantics::V1_0, &prod, as_of, kernel::DEFAULT_FUEL)
+            .unwrap();
         assert_eq!(
             String::from_utf8(e.to_canonical_json()).unwrap(),
             want.as_str().unwrap(),
@@ -59,4 +61,35 @@ fn vm_1_0_locks_replay_byte_identical() {
             prod.id
         );
     }
+}
+
+/// Locks name their VM version; this kernel replays 1.0.0 and 1.1.0 and
+/// refuses any other rather than guess.
+#[test]
+fn semantics_follow_the_recorded_vm_version() {
+    assert_eq!(Semantics::of_vm("1.0.0").unwrap(), Semantics::V1_0);
+    assert_eq!(Semantics::of_vm("1.1.0").unwrap(), Semantics::V1_1);
+    assert_eq!(Semantics::CURRENT.vm_version(), kernel::VM_VERSION);
+    let e = Semantics::of_vm("2.0.0").unwrap_err().to_string();
+    assert!(
+        e.contains("\"2.0.0\"") && e.contains("1.0.0 and 1.1.0"),
+        "{e}"
+    );
+    // The current semantics differ from 1.0.0 on the frozen products (so the
+    // frozen test above is not vacuous) and are what `evaluate` uses.
+    let f = fixture();
+    let p = program(&f);
+    let prod: Product = serde_json::from_value(f["products"][1].clone()).unwrap();
+    let now = p
+        .evaluate(&prod, "2026-06-01", kernel::DEFAULT_FUEL)
+        .unwrap();
+    let then = p
+        .evaluate_as(Semantics::V1_0, &prod, "2026-06-01", kernel::DEFAULT_FUEL)
+        .unwrap();
+    assert_ne!(now.to_canonical_json(), then.to_canonical_json());
+    assert_eq!(
+        now,
+        p.evaluate_as(Semantics::V1_1, &prod, "2026-06-01", kernel::DEFAULT_FUEL)
+            .unwrap()
+    );
 }
