@@ -237,8 +237,18 @@ pub struct Program {
     rules: Vec<Compiled>,
     /// Every substance the rules' tables know, for resolving names.
     registry: Registry,
-    /// The product categories a product may have, sorted.
-    categories: BTreeSet<String>,
+    categories: Categories,
+}
+
+/// The product categories a product may have.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Categories {
+    /// As compared ([`category_key`]), sorted.
+    known: BTreeSet<String>,
+    /// Whether the environment defined them (else the rules' tables named them).
+    from_environment: bool,
+    /// Whether any rule's outcome depends on the category.
+    used_by_rules: bool,
 }
 
 pub(crate) struct Fuel {
@@ -264,6 +274,7 @@ impl Program {
     pub fn compile(packs: &[LogicPack], tables: &Tables) -> Result<Program, Error> {
         let mut rules = Vec::new();
         let mut categories = BTreeSet::new();
+        let mut used_by_rules = false;
         for pack in packs {
             for rule in &pack.rules.rules {
                 let index = |reference: &str| -> Result<(TableRule, &Table), Error> {
@@ -281,6 +292,7 @@ impl Program {
                 let body = match rule {
                     Rule::Prohibited { table, .. } => Body::Prohibited(index(table)?.0),
                     Rule::MaxConcentration { table, .. } => {
+                        used_by_rules = true;
                         let (ix, t) = index(table)?;
                         let mut limits = Vec::with_capacity(t.rows.len());
                         for (i, row) in t.rows.iter().enumerate() {
@@ -294,7 +306,7 @@ impl Program {
                                     message: "field \"max_percent\" must be a number from 0 to 100"
                                         .into(),
                                 })?;
-                            categories.insert(kind.clone());
+                            categories.insert(category_key(&kind));
                             limits.push((kind, percent_to_ppb(max)));
                         }
                         Body::MaxConcentration { table: ix, limits }
@@ -304,7 +316,13 @@ impl Program {
                         thresholds_percent,
                         ..
                     } => {
-                        categories.extend(thresholds_percent.keys().filter(|k| *k != "*").cloned());
+                        used_by_rules = true;
+                        categories.extend(
+                            thresholds_percent
+                                .keys()
+                                .filter(|k| *k != "*")
+                                .map(|k| category_key(k)),
+                        );
                         Body::Labelling {
                             table: index(table)?.0,
                             thresholds: thresholds_percent
@@ -357,7 +375,11 @@ impl Program {
         Ok(Program {
             rules,
             registry,
-            categories: categories.iter().map(|c| category_key(c)).collect(),
+            categories: Categories {
+                known: categories,
+                from_environment: false,
+                used_by_rules,
+            },
         })
     }
 
@@ -366,7 +388,8 @@ impl Program {
     /// Written as the environment writes them; compared case- and
     /// spacing-insensitively.
     pub fn with_categories<I: IntoIterator<Item = String>>(mut self, categories: I) -> Program {
-        self.categories = categories.into_iter().map(|c| category_key(&c)).collect();
+        self.categories.known = categories.into_iter().map(|c| category_key(&c)).collect();
+        self.categories.from_environment = true;
         self
     }
 

@@ -53,7 +53,19 @@ fn shipped() -> kernel::Program {
         }
     }
     packs.sort_by(|a, b| a.name.cmp(&b.name));
-    kernel::Program::compile(&packs, &tables).unwrap()
+    // The categories the cosmetics environment defines, as the spoke passes them.
+    let env: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("cosmetics-vertical/environment.json")).unwrap(),
+    )
+    .unwrap();
+    let categories = env["entities"]["product"]["fields"]["category"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string());
+    kernel::Program::compile(&packs, &tables)
+        .unwrap()
+        .with_categories(categories)
 }
 
 fn c(substance: &str, cas: Option<&str>, percent: Option<f64>) -> Component {

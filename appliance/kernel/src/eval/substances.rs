@@ -6,7 +6,7 @@
 //! salts and esters, releasers), each counted through its conversion factor.
 
 use super::{
-    component_cas, concentration, no_components, pct, string_field, Fuel, Step, Verdict, PPB_ALL,
+    component_cas, Categories, concentration, no_components, pct, string_field, Fuel, Step, Verdict, PPB_ALL,
 };
 use crate::{Error, Product, Table};
 use std::collections::{BTreeMap, BTreeSet};
@@ -373,7 +373,7 @@ pub(super) struct Formulation<'p> {
     product: &'p Product,
     substances: Vec<Substance>,
     category: Category,
-    categories: String,
+    categories: &'p Categories,
 }
 
 /// An amount made of parts, each a line's concentration times a factor.
@@ -474,7 +474,7 @@ impl<'p> Formulation<'p> {
     /// Resolves the product's lines to substances (1 fuel per line).
     pub(super) fn resolve(
         registry: &Registry,
-        categories: &BTreeSet<String>,
+        categories: &'p Categories,
         product: &'p Product,
         fuel: &mut Fuel,
     ) -> Result<Formulation<'p>, Error> {
@@ -520,14 +520,16 @@ impl<'p> Formulation<'p> {
         let category = match product.category.as_deref().map(super::category_key) {
             None => Category::Missing,
             Some(c) if c.is_empty() => Category::Missing,
-            Some(c) if !categories.is_empty() && !categories.contains(&c) => Category::Unknown(c),
+            Some(c) if !categories.known.is_empty() && !categories.known.contains(&c) => {
+                Category::Unknown(c)
+            }
             Some(c) => Category::Known(c),
         };
         Ok(Formulation {
             product,
             substances,
             category,
-            categories: categories.iter().cloned().collect::<Vec<_>>().join(", "),
+            categories,
         })
     }
 
@@ -668,10 +670,19 @@ impl<'p> Formulation<'p> {
         })
     }
 
+    fn known_categories(&self) -> String {
+        let known: Vec<&str> = self.categories.known.iter().map(String::as_str).collect();
+        known.join(", ")
+    }
+
     fn unknown_category(&self, c: &str) -> String {
+        let by = match self.categories.from_environment {
+            true => "this environment defines",
+            false => "the rules' tables name",
+        };
         format!(
-            "product category {c:?} is not one this environment defines ({}); correct the product's category",
-            self.categories
+            "product category {c:?} is not one {by} ({}); correct the product's category",
+            self.known_categories()
         )
     }
 
@@ -936,7 +947,6 @@ impl<'p> Formulation<'p> {
     ) -> Result<(Vec<String>, Vec<Step>), Error> {
         let mut trace = Vec::new();
         let mut obligations = Vec::new();
-        no_components(self.product, &mut trace);
         for s in self.substances.iter().filter(|s| s.lines.len() > 1) {
             let lines: Vec<usize> = s.lines.iter().map(|l| l.index).collect();
             let mut total = Total::default();
@@ -973,11 +983,13 @@ impl<'p> Formulation<'p> {
                 s.label
             ));
         }
+        let relevant = self.categories.from_environment || self.categories.used_by_rules;
         let category = match &self.category {
             Category::Known(_) => None,
+            _ if !relevant => None,
             Category::Missing => Some(format!(
                 "the product has no category, so limits that depend on it cannot be checked; set one of: {}",
-                self.categories
+                self.known_categories()
             )),
             Category::Unknown(c) => Some(self.unknown_category(c)),
         };
