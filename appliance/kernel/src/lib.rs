@@ -214,7 +214,8 @@ mod tests {
         let e = vm_satisfies("garbage").unwrap_err().to_string();
         assert!(e.contains("\"garbage\"") && e.contains("^1.0.0"), "{e}");
         assert!(vm_satisfies(">=1.0.0, <2").unwrap());
-        assert!(!vm_satisfies("^1.1.0").unwrap());
+        assert!(vm_satisfies("^1.1.0").unwrap());
+        assert!(!vm_satisfies("^1.2.0").unwrap());
     }
 
     /// The build identity is exactly what docs/rules.md and build.rs say:

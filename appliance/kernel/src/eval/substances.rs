@@ -6,7 +6,8 @@
 //! salts and esters, releasers), each counted through its conversion factor.
 
 use super::{
-    component_cas, Categories, concentration, no_components, pct, string_field, Fuel, Step, Verdict, PPB_ALL,
+    component_cas, concentration, no_components, pct, string_field, Categories, Fuel, Step,
+    Verdict, PPB_ALL,
 };
 use crate::{Error, Product, Table};
 use std::collections::{BTreeMap, BTreeSet};
@@ -463,10 +464,13 @@ fn line_list(lines: &[usize]) -> String {
     }
 }
 
+/// A substance (its index) matched as an entry or one of its members.
+type Matched = (usize, Option<usize>);
+
 /// Hits of a rule's table, gathered per entry in the order of the first
 /// substance that matched it.
 struct Gathered {
-    per_entry: Vec<(usize, Vec<(usize, Option<usize>)>)>,
+    per_entry: Vec<(usize, Vec<Matched>)>,
     clean: usize,
 }
 
@@ -590,14 +594,14 @@ impl<'p> Formulation<'p> {
     }
 
     /// The subject of an entry's step: the substance if one matched, else the entry.
-    fn subject(&self, t: &Entries, e: usize, hits: &[(usize, Option<usize>)]) -> String {
+    fn subject(&self, t: &Entries, e: usize, hits: &[Matched]) -> String {
         match hits {
             [(s, _)] => self.substances[*s].label.clone(),
             _ => t.entries[e].label(),
         }
     }
 
-    fn total(&self, t: &Entries, e: usize, hits: &[(usize, Option<usize>)]) -> Total {
+    fn total(&self, t: &Entries, e: usize, hits: &[Matched]) -> Total {
         let mut total = Total::default();
         for &(s, m) in hits {
             total.add(&self.substances[s], t.factor((e, m)));
@@ -857,7 +861,9 @@ impl<'p> Formulation<'p> {
         }
         let g = self.gather(t, fuel, trace)?;
         // Per group: its members present, each (substance, entry hit) once.
-        let mut members: BTreeMap<&str, Vec<(usize, usize, Option<usize>)>> = BTreeMap::new();
+        // (substance, entry, member)
+        type InGroup = (usize, usize, Option<usize>);
+        let mut members: BTreeMap<&str, Vec<InGroup>> = BTreeMap::new();
         for (e, hits) in &g.per_entry {
             let mut in_groups: Vec<&str> = t.entries[*e]
                 .rows

@@ -79,6 +79,7 @@ fn verdict(p: &Program, prod: &Product) -> Verdict {
 
 fn limits() -> Program {
     program(json!([{"id": "limits", "kind": "max_concentration", "table": "@d:limits"}]))
+        .with_categories(["leave_on", "rinse_off", "oral"].map(String::from))
 }
 
 #[test]
@@ -277,7 +278,7 @@ fn group_sums() {
     assert_eq!(e.verdict, Verdict::Fail);
     assert_eq!(
         e.rules[0].trace[0].detail,
-        "Propylparaben (94-13-3) 0.15% = 0.15% > limit 0.14% even without Butylparaben (94-26-8): concentration missing"
+        "Propylparaben (94-13-3) 0.15% = 0.15% > limit 0.14% even without line 2 (Butylparaben): concentration missing"
     );
     let none = product(
         Some("leave_on"),
@@ -324,7 +325,15 @@ fn fuel_bounds_work() {
         p.evaluate(&many, "2026-06-01", 10),
         Err(Error::FuelExhausted { limit: 10 })
     );
-    assert_eq!(p.evaluate(&many, "2026-06-01", 50).unwrap().fuel_used, 50);
+    // VM 1.0: one unit per line. VM 1.1: one per line to resolve it, one
+    // per substance (the 50 lines are one) for the rule and for coverage.
+    let v1_0 = p.evaluate_as(Semantics::V1_0, &many, "2026-06-01", 50);
+    assert_eq!(v1_0.unwrap().fuel_used, 50);
+    assert_eq!(p.evaluate(&many, "2026-06-01", 52).unwrap().fuel_used, 52);
+    assert_eq!(
+        p.evaluate(&many, "2026-06-01", 51),
+        Err(Error::FuelExhausted { limit: 51 })
+    );
 }
 
 #[test]
@@ -430,7 +439,12 @@ fn example_packs_compile() {
     };
     let e = p.evaluate(&compliant, "2026-06-01", DEFAULT).unwrap();
     assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
-    assert_eq!(e.rules.len(), p.len(), "one outcome per rule");
+    assert_eq!(
+        e.rules.len(),
+        p.len() + 1,
+        "one outcome per rule, then the formulation"
+    );
+    assert_eq!(e.rules.last().unwrap().rule, FORMULATION_RULE);
     // Lead is prohibited (Annex II) and an SVHC above 0.1% (REACH duty).
     let leaded = Product {
         components: vec![comp(
@@ -472,7 +486,7 @@ fn same_program_twice_gives_identical_bytes_and_the_documented_shape() {
     assert_eq!(a.to_canonical_json(), b.to_canonical_json());
     assert_eq!(
         String::from_utf8(a.to_canonical_json()).unwrap(),
-        r#"{"verdict":"fail","rules":[{"pack":"@eu/test","rule":"limits","kind":"max_concentration","title":"Limits","verdict":"fail","obligations":[],"trace":[{"subject":"Salicylic acid (69-72-7)","check":"restricted in @d:limits","verdict":"fail","detail":"2.5% > limit 2% for leave_on"}]}],"fuel_used":1}"#
+        r#"{"verdict":"fail","rules":[{"pack":"@eu/test","rule":"limits","kind":"max_concentration","title":"Limits","verdict":"fail","obligations":[],"trace":[{"subject":"Salicylic acid (69-72-7)","check":"restricted in @d:limits","verdict":"fail","detail":"2.5% > limit 2% for leave_on"},{"subject":"0 of 1 substances","check":"restricted in @d:limits","verdict":"pass","detail":"not listed in @d:limits, which holds 2 entries; a substance not listed there may still be regulated elsewhere"}]},{"pack":"kernel","rule":"formulation","kind":"formulation","title":"One substance, one amount: the component lines as the rules saw them (resolved to substances and summed), the product category, and what the tables cover","verdict":"pass","obligations":[],"trace":[{"subject":"coverage","check":"tables consulted","verdict":"pass","detail":"consulted @d:limits (2 entries); every substance is listed in at least one of them"}]}],"fuel_used":3}"#
     );
     // The bytes read back into the same value.
     let back: Evaluation = serde_json::from_slice(&a.to_canonical_json()).unwrap();
@@ -541,7 +555,8 @@ fn names_match_without_cas_and_blank_cas_counts_as_none() {
     let e = p
         .evaluate(&by_name(Some(""), 2.1), "2026-06-01", 10)
         .unwrap();
-    assert_eq!(e.rules[0].trace[0].subject, "  SALICYLIC ACID ");
+    // Resolved through the table's name to its CAS number, which the trace shows.
+    assert_eq!(e.rules[0].trace[0].subject, "SALICYLIC ACID (69-72-7)");
     // A CAS number that is not listed wins over a listed name.
     assert_eq!(
         verdict(&p, &by_name(Some("50-00-0"), 50.0)),
@@ -600,7 +615,9 @@ fn strictest_row_applies_when_a_product_type_is_listed_twice() {
         cid: "c".into(),
         rules: set,
     };
-    let p = Program::compile(&[pack], &tables).unwrap();
+    let p = Program::compile(&[pack], &tables)
+        .unwrap()
+        .with_categories(["leave_on", "nail", "oral"].map(String::from));
     let h2o2 = |cat: &str, v: f64| {
         product(
             Some(cat),
@@ -672,8 +689,9 @@ fn group_members_count_once_and_one_ppb_over_fails() {
     assert_eq!(e.verdict, Verdict::Fail, "1 ppb over the group limit");
     assert_eq!(e.rules[0].trace[0].verdict, Verdict::Fail);
     assert_eq!(e.rules[0].trace[1].verdict, Verdict::Pass);
-    // Fuel: one per component plus one per group.
-    assert_eq!(e.fuel_used, 4);
+    // Fuel: one per line to resolve it, one per substance for the rule and
+    // for coverage, one per group.
+    assert_eq!(e.fuel_used, 8);
 }
 
 #[test]
@@ -730,18 +748,19 @@ fn labelling_needs_usable_data_and_traces_are_never_empty() {
             "max_concentration",
             "labelling_threshold",
             "group_sum",
-            "required_document"
+            "required_document",
+            "formulation"
         ],
-        "rules in file order"
+        "rules in file order, then the formulation"
     );
     for r in &e.rules {
-        assert_eq!(r.trace.len(), 1, "{r:?}");
-        assert_eq!(r.trace[0].verdict, Verdict::Pass);
+        assert!(!r.trace.is_empty(), "{r:?}");
+        assert!(r.trace.iter().all(|s| s.verdict == Verdict::Pass), "{r:?}");
     }
-    assert_eq!(e.rules[0].trace[0].subject, "1 of 1 components");
+    assert_eq!(e.rules[0].trace[0].subject, "1 of 1 substances");
     assert_eq!(e.rules[3].trace[0].detail, "no member present");
-    // 4 table rules x 1 component + 1 group + 1 document.
-    assert_eq!(e.fuel_used, 6);
+    // 1 line + 4 table rules x 1 substance + 1 group + 1 document + 1 for coverage.
+    assert_eq!(e.fuel_used, 8);
 }
 
 #[test]
@@ -817,10 +836,15 @@ fn fuel_is_counted_exactly() {
                 .collect(),
         )
     };
-    assert_eq!(p.evaluate(&prod, "2026-06-01", 8).unwrap().fuel_used, 8);
+    // VM 1.0: 7 lines + 1 document.
+    let v1_0 = p.evaluate_as(Semantics::V1_0, &prod, "2026-06-01", 8);
+    assert_eq!(v1_0.unwrap().fuel_used, 8);
+    // VM 1.1: 7 lines resolved (one substance) + 1 for the rule + 1 document
+    // + 1 for coverage.
+    assert_eq!(p.evaluate(&prod, "2026-06-01", 10).unwrap().fuel_used, 10);
     assert_eq!(
-        p.evaluate(&prod, "2026-06-01", 7),
-        Err(Error::FuelExhausted { limit: 7 })
+        p.evaluate(&prod, "2026-06-01", 9),
+        Err(Error::FuelExhausted { limit: 9 })
     );
     assert_eq!(
         p.evaluate(&prod, "2026-06-01", 0),
