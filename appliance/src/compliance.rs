@@ -453,9 +453,8 @@ impl Appliance {
         if !path.is_file() {
             return Ok(None);
         }
-        let env: serde_json::Value = serde_json::from_slice(&read_capped(&path)?).map_err(|e| {
-            Error::Invalid(format!("pack {} environment.json: {e}", pack.name))
-        })?;
+        let env: serde_json::Value = serde_json::from_slice(&read_capped(&path)?)
+            .map_err(|e| Error::Invalid(format!("pack {} environment.json: {e}", pack.name)))?;
         let Some(values) = env
             .pointer("/entities/product/fields/category/enum")
             .and_then(|v| v.as_array())

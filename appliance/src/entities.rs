@@ -705,7 +705,9 @@ mod tests {
         input: EntityInput,
         replace: Option<&str>,
     ) -> Result<Entity, Error> {
-        Ok(s.put_entities(a, vec![input], replace, None)?.value.remove(0))
+        Ok(s.put_entities(a, vec![input], replace, None)?
+            .value
+            .remove(0))
     }
 
     fn component(substance: &str, cas: &str, pct: f64) -> Component {

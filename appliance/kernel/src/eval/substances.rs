@@ -482,22 +482,34 @@ impl<'p> Formulation<'p> {
         product: &'p Product,
         fuel: &mut Fuel,
     ) -> Result<Formulation<'p>, Error> {
-        let mut own: BTreeMap<String, String> = BTreeMap::new();
-        for c in &product.components {
-            if let Some(cas) = component_cas(c) {
-                own.entry(name_key(&c.substance))
-                    .or_insert_with(|| cas.to_string());
-            }
-        }
+        let keys: Vec<String> = product
+            .components
+            .iter()
+            .map(|c| name_key(&c.substance))
+            .collect();
+        // The product's own CAS lines by name, for name-only lines the
+        // reference data does not know (built only if there are any).
+        let mut own: Option<BTreeMap<&str, &str>> = None;
         let mut substances: Vec<Substance> = Vec::new();
         let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
         for (index, c) in product.components.iter().enumerate() {
             fuel.spend()?;
-            let key = name_key(&c.substance);
-            let cas = component_cas(c)
-                .map(str::to_string)
-                .or_else(|| registry.resolve(&key).cloned())
-                .or_else(|| own.get(&key).cloned());
+            let key = &keys[index];
+            let cas = match component_cas(c) {
+                Some(cas) => Some(cas.to_string()),
+                None => registry.resolve(key).cloned().or_else(|| {
+                    let own = own.get_or_insert_with(|| {
+                        let mut m = BTreeMap::new();
+                        for (c, k) in product.components.iter().zip(&keys) {
+                            if let Some(cas) = component_cas(c) {
+                                m.entry(k.as_str()).or_insert(cas);
+                            }
+                        }
+                        m
+                    });
+                    own.get(key.as_str()).map(|c| c.to_string())
+                }),
+            };
             let id = match &cas {
                 Some(cas) => format!("cas:{cas}"),
                 None => format!("name:{key}"),
@@ -515,7 +527,7 @@ impl<'p> Formulation<'p> {
                     substances.push(Substance {
                         label: labelled(&name, cas.as_deref().unwrap_or("")),
                         cas,
-                        name_key: key,
+                        name_key: key.clone(),
                         lines: vec![line],
                     });
                 }
