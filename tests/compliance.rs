@@ -357,14 +357,18 @@ fn old_locks_keep_their_semantics_and_new_ones_sum_substances() {
     content["result_sha256"] = hex::encode(Sha256::digest(old_result.as_bytes())).into();
     let content = serde_json::to_string(&content).unwrap();
     let old_id = hex::encode(Sha256::digest(content.as_bytes()));
-    rusqlite::Connection::open(env.path("spoke/db/spoke.sqlite"))
-        .unwrap()
-        .execute(
-            "INSERT INTO locks (id, product_id, created_at, kernel_build, verdict, content, result)
-             VALUES (?1, 'salicylic-twice', '2026-06-01T00:00:00Z', 'kernel/0.1.0+vm1.0.0+src.1c3df0e000000000', 'pass', ?2, ?3)",
-            rusqlite::params![old_id, content, old_result],
-        )
-        .unwrap();
+    // Locks are append-only, but a new row can be written as an old kernel did.
+    let insert = |id: &str, content: &str| {
+        rusqlite::Connection::open(env.path("spoke/db/spoke.sqlite"))
+            .unwrap()
+            .execute(
+                "INSERT INTO locks (id, product_id, created_at, kernel_build, verdict, content, result)
+                 VALUES (?1, 'salicylic-twice', '2026-06-01T00:00:00Z', 'kernel/0.1.0+vm1.0.0', 'pass', ?2, ?3)",
+                rusqlite::params![id, content, old_result],
+            )
+            .unwrap();
+    };
+    insert(&old_id, &content);
     let replay = env.spoke(&["eval", "--data", &d, "--replay", &old_id]);
     assert!(
         replay.out.status.success(),
@@ -379,14 +383,7 @@ fn old_locks_keep_their_semantics_and_new_ones_sum_substances() {
     // A lock naming a VM this kernel does not know is refused, not guessed.
     let alien = content.replace("\"vm_version\":\"1.0.0\"", "\"vm_version\":\"9.0.0\"");
     let alien_id = hex::encode(Sha256::digest(alien.as_bytes()));
-    rusqlite::Connection::open(env.path("spoke/db/spoke.sqlite"))
-        .unwrap()
-        .execute(
-            "INSERT INTO locks (id, product_id, created_at, kernel_build, verdict, content, result)
-             VALUES (?1, 'salicylic-twice', '2026-06-01T00:00:00Z', 'kernel/9', 'pass', ?2, ?3)",
-            rusqlite::params![alien_id, alien, old_result],
-        )
-        .unwrap();
+    insert(&alien_id, &alien);
     let replay = env.spoke(&["eval", "--data", &d, "--replay", &alien_id]);
     assert!(!replay.out.status.success());
     assert!(

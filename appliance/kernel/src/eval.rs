@@ -559,6 +559,26 @@ pub fn category_key(category: &str) -> String {
         .to_lowercase()
 }
 
+/// The limit of `rows` for `category` (the strictest when several rows name
+/// it), or else the product types they permit, joined.
+fn limit_for(rows: &[usize], limits: &[(String, i64)], category: &str) -> Result<i64, String> {
+    if let Some(limit) = rows
+        .iter()
+        .filter(|&&r| limits[r].0 == category)
+        .map(|&r| limits[r].1)
+        .min()
+    {
+        return Ok(limit);
+    }
+    let mut allowed: Vec<&str> = Vec::new();
+    for &r in rows {
+        if !allowed.contains(&limits[r].0.as_str()) {
+            allowed.push(&limits[r].0);
+        }
+    }
+    Err(allowed.join(", "))
+}
+
 /// The step a table rule records when the product has no components.
 fn no_components(product: &Product, trace: &mut Vec<Step>) -> bool {
     if product.components.is_empty() {

@@ -435,3 +435,43 @@ fn table_fields_for_synonyms_and_members_are_checked() {
         assert!(e.to_string().contains(needle), "{rows}: {e}");
     }
 }
+
+/// The example packs compile and give the expected verdicts.
+#[test]
+fn example_packs_compile() {
+    let p = shipped();
+    assert!(p.len() >= 5);
+    let compliant = Product {
+        documents: vec![kernel::DocumentFact {
+            kind: "cpsr".into(),
+            expires: Some("2030-01-01".into()),
+        }],
+        ..product(
+            Some("leave_on"),
+            vec![
+                c(AQUA.0, Some(AQUA.1), Some(97.5)),
+                c("Salicylic acid", Some("69-72-7"), Some(2.0)),
+            ],
+        )
+    };
+    let e = eval(&p, &compliant);
+    assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
+    assert_eq!(
+        e.rules.len(),
+        p.len() + 1,
+        "one outcome per rule, then the formulation"
+    );
+    assert_eq!(e.rules.last().unwrap().rule, kernel::FORMULATION_RULE);
+    // Lead is prohibited (Annex II) and an SVHC above 0.1% (REACH duty).
+    let leaded = Product {
+        components: vec![c("Lead acetate", Some("7439-92-1"), Some(0.2))],
+        ..compliant.clone()
+    };
+    let e = eval(&p, &leaded);
+    assert_eq!(e.verdict, Verdict::Fail);
+    assert_eq!(rule(&e, "annex-ii-prohibited").verdict, Verdict::Fail);
+    assert_eq!(
+        rule(&e, "svhc-communication").obligations,
+        ["declare Lead acetate (7439-92-1) on the label: 0.2% > 0.1%"]
+    );
+}

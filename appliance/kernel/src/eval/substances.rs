@@ -6,8 +6,8 @@
 //! salts and esters, releasers), each counted through its conversion factor.
 
 use super::{
-    component_cas, concentration, no_components, pct, string_field, Categories, Fuel, Step,
-    Verdict, PPB_ALL,
+    component_cas, concentration, limit_for, no_components, pct, string_field, Categories, Fuel,
+    Step, Verdict, PPB_ALL,
 };
 use crate::{Error, Product, Table};
 use std::collections::{BTreeMap, BTreeSet};
@@ -730,28 +730,15 @@ impl<'p> Formulation<'p> {
                 verdict,
                 detail,
             };
-            // Several rows for the same product type: the strictest applies.
-            let Some(limit) = entry
-                .rows
-                .iter()
-                .filter(|&&r| limits[r].0 == *category)
-                .map(|&r| limits[r].1)
-                .min()
-            else {
-                let mut allowed: Vec<&str> = Vec::new();
-                for &r in &entry.rows {
-                    if !allowed.contains(&limits[r].0.as_str()) {
-                        allowed.push(&limits[r].0);
-                    }
+            let limit = match limit_for(&entry.rows, limits, category) {
+                Ok(limit) => limit,
+                Err(allowed) => {
+                    trace.push(step(
+                        Verdict::Fail,
+                        format!("not permitted in {category} products (permitted in: {allowed})"),
+                    ));
+                    continue;
                 }
-                trace.push(step(
-                    Verdict::Fail,
-                    format!(
-                        "not permitted in {category} products (permitted in: {})",
-                        allowed.join(", ")
-                    ),
-                ));
-                continue;
             };
             let total = self.total(t, *e, hits);
             let amount = total.describe(entry.expressed_as.as_deref());

@@ -5,7 +5,8 @@
 //! outputs.
 
 use super::{
-    cas_label, component_cas, concentration, no_components, pct, string_field, Fuel, Step, Verdict,
+    cas_label, component_cas, concentration, limit_for, no_components, pct, string_field, Fuel,
+    Step, Verdict,
 };
 use crate::{Component, Error, Product, Table};
 use std::collections::BTreeMap;
@@ -184,24 +185,13 @@ pub(super) fn max_concentration(
                 let why = "restricted substance but the product category is missing";
                 return missing_data(c, &check, why.into());
             };
-            // Several rows for the same product type: the strictest applies.
-            let Some(limit) = rows
-                .iter()
-                .filter(|&&r| limits[r].0 == *category)
-                .map(|&r| limits[r].1)
-                .min()
-            else {
-                let mut allowed: Vec<&str> = Vec::new();
-                for &r in rows {
-                    if !allowed.contains(&limits[r].0.as_str()) {
-                        allowed.push(&limits[r].0);
-                    }
+            let limit = match limit_for(rows, limits, category) {
+                Ok(limit) => limit,
+                Err(allowed) => {
+                    let detail =
+                        format!("not permitted in {category} products (permitted in: {allowed})");
+                    return step(c, &check, Verdict::Fail, detail);
                 }
-                let detail = format!(
-                    "not permitted in {category} products (permitted in: {})",
-                    allowed.join(", ")
-                );
-                return step(c, &check, Verdict::Fail, detail);
             };
             match concentration(c) {
                 Err(why) => missing_data(c, &check, why),
