@@ -387,7 +387,8 @@ fn old_locks_keep_their_semantics_and_new_ones_sum_substances() {
     let replay = env.spoke(&["eval", "--data", &d, "--replay", &alien_id]);
     assert!(!replay.out.status.success());
     assert!(
-        String::from_utf8_lossy(&replay.out.stderr).contains("\"9.0.0\""),
+        String::from_utf8_lossy(&replay.out.stderr).contains("9.0.0")
+            && String::from_utf8_lossy(&replay.out.stderr).contains("1.0.0 and 1.1.0"),
         "{}",
         String::from_utf8_lossy(&replay.out.stderr)
     );
@@ -403,7 +404,7 @@ fn old_locks_keep_their_semantics_and_new_ones_sum_substances() {
     assert!(!out.out.status.success());
     let err = String::from_utf8_lossy(&out.out.stderr);
     assert!(
-        err.contains("\"sunscreen\"") && err.contains("leave_on"),
+        err.contains("sunscreen") && err.contains("use one of hair_rinse_off, leave_on"),
         "{err}"
     );
 }
