@@ -403,3 +403,124 @@ fn search_where_used_and_reindex() {
         .ok();
     assert_eq!(used[0]["id"], "glow-cream");
 }
+
+/// #26: a lock made by kernel VM 1.0.0 replays with VM 1.0.0 semantics, to
+/// exactly the bytes that kernel wrote (frozen in the kernel's
+/// `tests/v1_0_semantics.json`), while new evaluations sum a substance's
+/// lines; and intake refuses a category the environment does not define.
+#[test]
+fn old_locks_keep_their_semantics_and_new_ones_sum_substances() {
+    use sha2::{Digest, Sha256};
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    let frozen: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("appliance/kernel/tests/v1_0_semantics.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let twice = frozen["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|p| p["id"] == "salicylic-twice")
+        .unwrap();
+    let (product, old_result) = (
+        &frozen["products"][twice],
+        frozen["expected"][twice].as_str().unwrap(),
+    );
+
+    // Today's kernel: the same product as an entity fails on 3% in total.
+    let mut entity = product.clone();
+    let obj = entity.as_object_mut().unwrap();
+    obj.remove("documents");
+    obj.insert("kind".into(), "product".into());
+    let f = env.path("twice.json");
+    std::fs::write(&f, entity.to_string()).unwrap();
+    env.spoke(&["entity", "add", "--data", &d, &f.display().to_string()])
+        .ok();
+    let out = env
+        .spoke(&[
+            "eval",
+            "--data",
+            &d,
+            "--as-of",
+            "2026-06-01",
+            "salicylic-twice",
+        ])
+        .ok();
+    let rules = out[0]["evaluation"]["rules"].as_array().unwrap();
+    let limits = rules
+        .iter()
+        .find(|r| r["rule"] == "annex-iii-limits")
+        .unwrap();
+    assert_eq!(limits["verdict"], "fail", "{limits}");
+    let formulation = rules.iter().find(|r| r["rule"] == "formulation").unwrap();
+    assert_eq!(formulation["verdict"], "needs_review");
+    let new_lock = out[0]["lock_id"].as_str().unwrap();
+    let shown = env.spoke(&["locks", "--data", &d, "--show", new_lock]).ok();
+    assert_eq!(shown["content"]["vm_version"], "1.1.0");
+    let replay = env.spoke(&["eval", "--data", &d, "--replay", new_lock]);
+    assert!(replay.out.status.success());
+
+    // A lock as VM 1.0.0 wrote it, over the same installed packs and tables.
+    let mut content = shown["content"].clone();
+    content["kernel_build"] = "kernel/0.1.0+vm1.0.0+src.1c3df0e000000000".into();
+    content["vm_version"] = "1.0.0".into();
+    content["product"] = product.clone();
+    content["result_sha256"] = hex::encode(Sha256::digest(old_result.as_bytes())).into();
+    let content = serde_json::to_string(&content).unwrap();
+    let old_id = hex::encode(Sha256::digest(content.as_bytes()));
+    // Locks are append-only, but a new row can be written as an old kernel did.
+    let insert = |id: &str, content: &str| {
+        rusqlite::Connection::open(env.path("spoke/db/spoke.sqlite"))
+            .unwrap()
+            .execute(
+                "INSERT INTO locks (id, product_id, created_at, kernel_build, verdict, content, result)
+                 VALUES (?1, 'salicylic-twice', '2026-06-01T00:00:00Z', 'kernel/0.1.0+vm1.0.0', 'pass', ?2, ?3)",
+                rusqlite::params![id, content, old_result],
+            )
+            .unwrap();
+    };
+    insert(&old_id, &content);
+    let replay = env.spoke(&["eval", "--data", &d, "--replay", &old_id]);
+    assert!(
+        replay.out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&replay.out.stdout).trim_end(),
+        old_result,
+        "the VM 1.0.0 lock replays to its own bytes (a pass, as that kernel judged)"
+    );
+    // A lock naming a VM this kernel does not know is refused, not guessed.
+    let alien = content.replace("\"vm_version\":\"1.0.0\"", "\"vm_version\":\"9.0.0\"");
+    let alien_id = hex::encode(Sha256::digest(alien.as_bytes()));
+    insert(&alien_id, &alien);
+    let replay = env.spoke(&["eval", "--data", &d, "--replay", &alien_id]);
+    assert!(!replay.out.status.success());
+    assert!(
+        String::from_utf8_lossy(&replay.out.stderr).contains("9.0.0")
+            && String::from_utf8_lossy(&replay.out.stderr).contains("1.0.0 and 1.1.0"),
+        "{}",
+        String::from_utf8_lossy(&replay.out.stderr)
+    );
+
+    // Intake: "sunscreen" is not a category of the cosmetics environment.
+    let f = env.path("sun.json");
+    std::fs::write(
+        &f,
+        r#"{"id": "sun", "kind": "product", "name": "Sun", "category": "sunscreen"}"#,
+    )
+    .unwrap();
+    let out = env.spoke(&["entity", "add", "--data", &d, &f.display().to_string()]);
+    assert!(!out.out.status.success());
+    let err = String::from_utf8_lossy(&out.out.stderr);
+    assert!(
+        err.contains("sunscreen") && err.contains("use one of hair_rinse_off, leave_on"),
+        "{err}"
+    );
+}

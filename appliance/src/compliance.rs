@@ -8,7 +8,7 @@ use crate::auth::{Actor, Permission};
 use crate::service::Appliance;
 use crate::store::{now, tx_db, Audit, Class, InstalledBundle, Store};
 use crate::Error;
-use kernel::{DocumentFact, LogicPack, Program, RuleSet, Tables};
+use kernel::{DocumentFact, LogicPack, Program, RuleSet, Semantics, Tables};
 pub use kernel::{Evaluation, Product, Verdict};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -444,12 +444,68 @@ impl Appliance {
         Ok(Some(RuleSet::parse(&read_capped(&path)?)?))
     }
 
-    /// Compiles `packs` (rules and tables) into a program and its pins.
+    /// The product categories an environment pack defines: the `enum` of
+    /// `entities.product.fields.category` in its `environment.json`, if it
+    /// has one.
+    fn environment_categories(&self, pack: &PinnedPack) -> Result<Option<Vec<String>>, Error> {
+        let hex = pack.cid.strip_prefix("sha256:").unwrap_or(&pack.cid);
+        let path = self.dir.payloads().join(hex).join("environment.json");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let env: serde_json::Value = serde_json::from_slice(&read_capped(&path)?)
+            .map_err(|e| Error::Invalid(format!("pack {} environment.json: {e}", pack.name)))?;
+        let Some(values) = env
+            .pointer("/entities/product/fields/category/enum")
+            .and_then(|v| v.as_array())
+        else {
+            return Ok(None);
+        };
+        values
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "pack {} environment.json: the product category enum must list strings",
+                    pack.name
+                ))
+            })
+    }
+
+    /// The product categories the active environment packs define (sorted,
+    /// as written there), or None when no active pack defines any.
+    pub(crate) fn product_categories(&self) -> Result<Option<Vec<String>>, Error> {
+        let mut all: Option<Vec<String>> = None;
+        for b in self.store.active_packs()? {
+            let pack = PinnedPack {
+                name: b.name,
+                version: b.version,
+                cid: b.cid,
+            };
+            if let Some(c) = self.environment_categories(&pack)? {
+                all.get_or_insert_with(Vec::new).extend(c);
+            }
+        }
+        if let Some(v) = &mut all {
+            v.sort();
+            v.dedup();
+        }
+        Ok(all)
+    }
+
+    /// Compiles `packs` (rules and tables) into a program and its pins; the
+    /// product categories are those the packs' environments define.
     pub(crate) fn compile(&self, packs: Vec<PinnedPack>) -> Result<Compiled, Error> {
         let mut logic = Vec::new();
         let mut tables = Tables::new();
         let mut pinned = Vec::new();
+        let mut categories: Option<Vec<String>> = None;
         for p in &packs {
+            if let Some(c) = self.environment_categories(p)? {
+                categories.get_or_insert_with(Vec::new).extend(c);
+            }
             if let Some(rules) = self.rules(p)? {
                 logic.push(LogicPack {
                     name: p.name.clone(),
@@ -472,7 +528,10 @@ impl Appliance {
                 tables.insert(reference, kernel::Table { rows: parsed });
             }
         }
-        let program = Program::compile(&logic, &tables)?;
+        let mut program = Program::compile(&logic, &tables)?;
+        if let Some(categories) = categories {
+            program = program.with_categories(categories);
+        }
         Ok(Compiled {
             key: packs.iter().map(|p| p.cid.clone()).collect(),
             program: Arc::new(program),
@@ -614,8 +673,9 @@ impl Appliance {
             .collect())
     }
 
-    /// Re-runs a lock with exactly the packs and reference data it pins and
-    /// compares the bytes with the stored result. Fails if a pinned pack is
+    /// Re-runs a lock with exactly the packs and reference data it pins, with
+    /// the semantics of the kernel VM version it records, and compares the
+    /// bytes with the stored result. Fails if a pinned pack is
     /// no longer installed or a pinned table changed.
     pub fn replay(&self, lock_id: &str) -> Result<Replay, Error> {
         let (content, stored) = self.store.lock_bytes(lock_id)?;
@@ -640,10 +700,14 @@ impl Appliance {
                 "lock {lock_id}: the stored reference data differs from what the lock pins; the database was altered"
             )));
         }
-        let evaluation =
-            compiled
-                .program
-                .evaluate(&content.product, &content.as_of, kernel::DEFAULT_FUEL)?;
+        // A lock replays with the semantics of the VM that made it.
+        let semantics = Semantics::of_vm(&content.vm_version)?;
+        let evaluation = compiled.program.evaluate_as(
+            semantics,
+            &content.product,
+            &content.as_of,
+            kernel::DEFAULT_FUEL,
+        )?;
         let bytes = evaluation.to_canonical_json();
         Ok(Replay {
             lock_id: lock_id.to_string(),

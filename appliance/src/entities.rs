@@ -190,8 +190,14 @@ const TOTAL_TOLERANCE_PCT: f64 = 0.5;
 
 /// Writes what means the same thing one way, before validation: units
 /// without case or spaces (`"PPM"`, `"% w/w"`), CAS and EC numbers without
-/// surrounding or inner spaces, and a blank CAS or EC number as absent.
+/// surrounding or inner spaces, a blank CAS or EC number as absent, and the
+/// category in lower case with `_` for spaces and hyphens (`"Leave-On"` is
+/// `leave_on`; a blank one is absent).
 fn normalise(input: &mut EntityInput) {
+    if let Some(c) = &input.category {
+        let key = kernel::category_key(c);
+        input.category = (!key.is_empty()).then_some(key);
+    }
     fn number(v: &mut Option<String>) {
         if let Some(n) = v {
             let compact: String = n.chars().filter(|c| !c.is_whitespace()).collect();
@@ -221,7 +227,9 @@ fn as_percent(value: f64, unit: &str) -> Option<f64> {
     }
 }
 
-fn validate(input: &EntityInput) -> Result<(), Error> {
+/// Validates an entity; `categories` are the product categories the active
+/// environment defines (None: no environment pack defines any).
+fn validate(input: &EntityInput, categories: Option<&[String]>) -> Result<(), Error> {
     let bad = |m: String| Err(Error::Invalid(m));
     if let Some(id) = &input.id {
         valid_id(id)?;
@@ -237,6 +245,14 @@ fn validate(input: &EntityInput) -> Result<(), Error> {
             return bad(format!(
                 "category {c:?}: use a lower-case name such as leave_on or rinse_off"
             ));
+        }
+        if let Some(known) = categories {
+            if !known.iter().any(|k| kernel::category_key(k) == *c) {
+                return bad(format!(
+                    "category {c:?}: not a product category of the active environment; use one of {}",
+                    known.join(", ")
+                ));
+            }
         }
     }
     match (&input.cas, input.kind) {
@@ -489,11 +505,14 @@ const MAX_DEPTH: i64 = 16;
 impl Store {
     /// Creates entities (`replace` None), all or none, or replaces the one
     /// entity with id `replace`. Every input is validated before anything is written.
+    /// `categories` are the product categories the active environment
+    /// defines; a product in another one is refused.
     pub(crate) fn put_entities(
         &mut self,
         actor: &Actor,
         inputs: Vec<EntityInput>,
         replace: Option<&str>,
+        categories: Option<&[String]>,
     ) -> Result<Written<Vec<Entity>>, Error> {
         actor.require(Permission::Write)?;
         if replace.is_some() && inputs.len() != 1 {
@@ -503,7 +522,7 @@ impl Store {
         let mut ready = Vec::with_capacity(inputs.len());
         for (i, mut input) in inputs.into_iter().enumerate() {
             normalise(&mut input);
-            validate(&input).map_err(|e| match e {
+            validate(&input, categories).map_err(|e| match e {
                 Error::Invalid(m) if many => Error::Invalid(format!("entity #{i}: {m}")),
                 other => other,
             })?;
@@ -686,7 +705,9 @@ mod tests {
         input: EntityInput,
         replace: Option<&str>,
     ) -> Result<Entity, Error> {
-        Ok(s.put_entities(a, vec![input], replace)?.value.remove(0))
+        Ok(s.put_entities(a, vec![input], replace, None)?
+            .value
+            .remove(0))
     }
 
     fn component(substance: &str, cas: &str, pct: f64) -> Component {
@@ -737,6 +758,33 @@ mod tests {
         let err = put(&mut s, &Actor::cli(), bad, None).unwrap_err();
         assert!(err.to_string().contains("more than 100%"), "{err}");
         assert!(s.entities(None, 10, 0).unwrap().is_empty());
+    }
+
+    /// #26 item 2: the category is one the environment defines, whatever
+    /// its case and spacing; another is refused, naming the allowed ones.
+    #[test]
+    fn categories_are_the_environments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let a = Actor::cli();
+        let known: Vec<String> = ["leave_on", "rinse_off"].map(String::from).to_vec();
+        let with = |id: &str, category: &str| EntityInput {
+            category: Some(category.into()),
+            ..input(id, EntityKind::Product, vec![])
+        };
+        let mut put_in = |e: EntityInput| s.put_entities(&a, vec![e], None, Some(&known));
+        let ok = put_in(with("spaced", " Leave-On ")).unwrap();
+        assert_eq!(ok.value[0].category.as_deref(), Some("leave_on"));
+        let e = put_in(with("sun", "sunscreen")).unwrap_err().to_string();
+        assert!(
+            e.contains("\"sunscreen\"") && e.contains("leave_on, rinse_off"),
+            "{e}"
+        );
+        assert!(put_in(with("sun", "Sun Screen")).is_err());
+        // Without an environment pack only the spelling is checked.
+        assert!(s
+            .put_entities(&a, vec![with("sun", "sunscreen")], None, None)
+            .is_ok());
     }
 
     #[test]

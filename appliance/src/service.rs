@@ -191,7 +191,10 @@ impl Appliance {
         input: EntityInput,
         replace: Option<&str>,
     ) -> Result<Entity, Error> {
-        let mut w = self.store.put_entities(actor, vec![input], replace)?;
+        let categories = self.product_categories()?;
+        let mut w = self
+            .store
+            .put_entities(actor, vec![input], replace, categories.as_deref())?;
         self.after_write(&w.touched, w.generation)?;
         Ok(w.value.remove(0))
     }
@@ -202,7 +205,10 @@ impl Appliance {
         actor: &Actor,
         inputs: Vec<EntityInput>,
     ) -> Result<Vec<Entity>, Error> {
-        let w = self.store.put_entities(actor, inputs, None)?;
+        let categories = self.product_categories()?;
+        let w = self
+            .store
+            .put_entities(actor, inputs, None, categories.as_deref())?;
         self.after_write(&w.touched, w.generation)?;
         Ok(w.value)
     }

@@ -1,9 +1,14 @@
 //! Compiling rules against their tables, and evaluating a product.
 
+mod substances;
+mod v1_0;
+
 use crate::rules::Rule;
-use crate::{valid_date, Component, Error, LogicPack, Product, Table, Tables};
+use crate::{valid_date, Component, Error, LogicPack, Product, Table, Tables, VM_VERSION};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use substances::{Entries, Formulation, Registry};
+use v1_0::Index;
 
 /// A verdict. Combining takes the worst: fail > needs_review > pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -65,79 +70,6 @@ impl Evaluation {
     pub fn to_canonical_json(&self) -> Vec<u8> {
         // Only structs, Vecs and strings: serialisation cannot fail or reorder.
         serde_json::to_vec(self).unwrap_or_default()
-    }
-}
-
-/// One row as a rule uses it.
-#[derive(Debug, Clone)]
-struct Row {
-    substance: String,
-    cas: String,
-}
-
-/// Rows by CAS number and by lower-cased substance name.
-#[derive(Debug, Clone, Default)]
-struct Index {
-    table: String,
-    rows: Vec<Row>,
-    by_cas: BTreeMap<String, Vec<usize>>,
-    by_name: BTreeMap<String, Vec<usize>>,
-}
-
-enum Match<'a> {
-    Rows(&'a [usize]),
-    NotListed,
-    Unidentifiable,
-}
-
-impl Index {
-    fn build(reference: &str, table: &Table) -> Result<Index, Error> {
-        let mut ix = Index {
-            table: reference.to_string(),
-            ..Index::default()
-        };
-        for (i, row) in table.rows.iter().enumerate() {
-            let cas = string_field(reference, i, row, "cas")?;
-            let substance = string_field(reference, i, row, "substance")?;
-            // A blank CAS (a group entry such as "Lead and its compounds")
-            // or a blank name is simply not a key: such a row is found only
-            // by the other one.
-            let cas_key = cas.trim();
-            if !cas_key.is_empty() {
-                ix.by_cas.entry(cas_key.to_string()).or_default().push(i);
-            }
-            let name_key = substance.trim().to_lowercase();
-            if !name_key.is_empty() {
-                ix.by_name.entry(name_key).or_default().push(i);
-            }
-            ix.rows.push(Row { substance, cas });
-        }
-        Ok(ix)
-    }
-
-    fn find(&self, c: &Component) -> Match<'_> {
-        match component_cas(c) {
-            Some(cas) => self
-                .by_cas
-                .get(cas)
-                .map_or(Match::NotListed, |r| Match::Rows(r)),
-            None => self
-                .by_name
-                .get(&c.substance.trim().to_lowercase())
-                .map_or(Match::Unidentifiable, |r| Match::Rows(r)),
-        }
-    }
-
-    fn unidentifiable(&self, c: &Component) -> Step {
-        Step {
-            subject: c.substance.clone(),
-            check: format!("listed in {}", self.table),
-            verdict: Verdict::NeedsReview,
-            detail: format!(
-                "no CAS number and the name matches no entry: cannot be checked against {}; add the CAS number",
-                self.table
-            ),
-        }
     }
 }
 
@@ -213,15 +145,6 @@ fn concentration(c: &Component) -> Result<i64, String> {
     Ok(ppb as i64)
 }
 
-fn missing_data(c: &Component, check: &str, why: String) -> Step {
-    Step {
-        subject: cas_label(c),
-        check: check.to_string(),
-        verdict: Verdict::NeedsReview,
-        detail: format!("{why}; complete the formulation data"),
-    }
-}
-
 /// The component's CAS number, trimmed; a blank one counts as absent.
 fn component_cas(c: &Component) -> Option<&str> {
     c.cas.as_deref().map(str::trim).filter(|s| !s.is_empty())
@@ -234,20 +157,64 @@ fn cas_label(c: &Component) -> String {
     }
 }
 
+/// Which meaning an evaluation gives the rules: the kernel VM version that
+/// made a lock. A lock replays with the semantics of the VM version it
+/// records, so its bytes never change with a newer kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Semantics {
+    /// VM 1.0.0: every component line is checked on its own.
+    V1_0,
+    /// VM 1.1.0: lines are resolved to substances and summed before any
+    /// rule, group entries match their members, the product category is
+    /// checked against the environment and every trace states its coverage.
+    V1_1,
+}
+
+impl Semantics {
+    /// What this kernel's [`VM_VERSION`] means, and new locks record.
+    pub const CURRENT: Semantics = Semantics::V1_1;
+
+    /// The semantics of a lock's recorded `vm_version`.
+    pub fn of_vm(version: &str) -> Result<Semantics, Error> {
+        match version {
+            "1.0.0" => Ok(Semantics::V1_0),
+            "1.1.0" => Ok(Semantics::V1_1),
+            other => Err(Error::Requirement(format!(
+                "kernel VM {other:?} is not one this kernel (VM {VM_VERSION}) can replay (it replays 1.0.0 and 1.1.0); replay it on a spoke whose kernel carries that VM"
+            ))),
+        }
+    }
+
+    /// The VM version whose meaning this is.
+    pub fn vm_version(self) -> &'static str {
+        match self {
+            Semantics::V1_0 => "1.0.0",
+            Semantics::V1_1 => "1.1.0",
+        }
+    }
+}
+
+/// A table as a rule reads it: the VM 1.0 index and the VM 1.1 entries.
+#[derive(Debug, Clone)]
+struct TableRule {
+    index: Index,
+    entries: Entries,
+}
+
 #[derive(Debug, Clone)]
 enum Body {
-    Prohibited(Index),
+    Prohibited(TableRule),
     MaxConcentration {
-        index: Index,
+        table: TableRule,
         /// Per row: product type and limit in ppb.
         limits: Vec<(String, i64)>,
     },
     Labelling {
-        index: Index,
+        table: TableRule,
         thresholds: BTreeMap<String, i64>,
     },
     GroupSum {
-        index: Index,
+        table: TableRule,
         /// Per row: its group.
         groups: Vec<String>,
         limits: BTreeMap<String, i64>,
@@ -268,15 +235,29 @@ struct Compiled {
 #[derive(Debug, Clone)]
 pub struct Program {
     rules: Vec<Compiled>,
+    /// Every substance the rules' tables know, for resolving names.
+    registry: Registry,
+    categories: Categories,
 }
 
-struct Fuel {
+/// The product categories a product may have.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Categories {
+    /// As compared ([`category_key`]), sorted.
+    known: BTreeSet<String>,
+    /// Whether the environment defined them (else the rules' tables named them).
+    from_environment: bool,
+    /// Whether any rule's outcome depends on the category.
+    used_by_rules: bool,
+}
+
+pub(crate) struct Fuel {
     limit: u64,
     used: u64,
 }
 
 impl Fuel {
-    fn spend(&mut self) -> Result<(), Error> {
+    pub(crate) fn spend(&mut self) -> Result<(), Error> {
         self.used += 1;
         if self.used > self.limit {
             Err(Error::FuelExhausted { limit: self.limit })
@@ -287,22 +268,31 @@ impl Fuel {
 }
 
 impl Program {
-    /// Resolves every rule's table and builds its indexes.
+    /// Resolves every rule's table and builds its indexes. The product
+    /// categories are, until [`Program::with_categories`] says otherwise,
+    /// those the tables and thresholds name.
     pub fn compile(packs: &[LogicPack], tables: &Tables) -> Result<Program, Error> {
         let mut rules = Vec::new();
+        let mut categories = BTreeSet::new();
+        let mut used_by_rules = false;
         for pack in packs {
             for rule in &pack.rules.rules {
-                let index = |reference: &str| -> Result<(Index, &Table), Error> {
+                let index = |reference: &str| -> Result<(TableRule, &Table), Error> {
                     let table = tables.get(reference).ok_or_else(|| Error::MissingTable {
                         pack: pack.name.clone(),
                         rule: rule.id().to_string(),
                         table: reference.to_string(),
                     })?;
-                    Ok((Index::build(reference, table)?, table))
+                    let compiled = TableRule {
+                        index: Index::build(reference, table)?,
+                        entries: Entries::build(reference, table)?,
+                    };
+                    Ok((compiled, table))
                 };
                 let body = match rule {
                     Rule::Prohibited { table, .. } => Body::Prohibited(index(table)?.0),
                     Rule::MaxConcentration { table, .. } => {
+                        used_by_rules = true;
                         let (ix, t) = index(table)?;
                         let mut limits = Vec::with_capacity(t.rows.len());
                         for (i, row) in t.rows.iter().enumerate() {
@@ -316,21 +306,31 @@ impl Program {
                                     message: "field \"max_percent\" must be a number from 0 to 100"
                                         .into(),
                                 })?;
+                            categories.insert(category_key(&kind));
                             limits.push((kind, percent_to_ppb(max)));
                         }
-                        Body::MaxConcentration { index: ix, limits }
+                        Body::MaxConcentration { table: ix, limits }
                     }
                     Rule::LabellingThreshold {
                         table,
                         thresholds_percent,
                         ..
-                    } => Body::Labelling {
-                        index: index(table)?.0,
-                        thresholds: thresholds_percent
-                            .iter()
-                            .map(|(k, v)| (k.clone(), percent_to_ppb(*v)))
-                            .collect(),
-                    },
+                    } => {
+                        used_by_rules = true;
+                        categories.extend(
+                            thresholds_percent
+                                .keys()
+                                .filter(|k| *k != "*")
+                                .map(|k| category_key(k)),
+                        );
+                        Body::Labelling {
+                            table: index(table)?.0,
+                            thresholds: thresholds_percent
+                                .iter()
+                                .map(|(k, v)| (k.clone(), percent_to_ppb(*v)))
+                                .collect(),
+                        }
+                    }
                     Rule::GroupSum {
                         table,
                         limits_percent,
@@ -344,7 +344,7 @@ impl Program {
                             .map(|(i, row)| string_field(table, i, row, "group"))
                             .collect::<Result<_, _>>()?;
                         Body::GroupSum {
-                            index: ix,
+                            table: ix,
                             groups,
                             limits: limits_percent
                                 .iter()
@@ -365,7 +365,32 @@ impl Program {
                 });
             }
         }
-        Ok(Program { rules })
+        let registry = Registry::build(rules.iter().filter_map(|r| match &r.body {
+            Body::Prohibited(t)
+            | Body::MaxConcentration { table: t, .. }
+            | Body::Labelling { table: t, .. }
+            | Body::GroupSum { table: t, .. } => Some(&t.entries),
+            Body::RequiredDocument(_) => None,
+        }));
+        Ok(Program {
+            rules,
+            registry,
+            categories: Categories {
+                known: categories,
+                from_environment: false,
+                used_by_rules,
+            },
+        })
+    }
+
+    /// The product categories the environment defines (its product schema's
+    /// `category` values); a product in another category needs review.
+    /// Written as the environment writes them; compared case- and
+    /// spacing-insensitively.
+    pub fn with_categories<I: IntoIterator<Item = String>>(mut self, categories: I) -> Program {
+        self.categories.known = categories.into_iter().map(|c| category_key(&c)).collect();
+        self.categories.from_environment = true;
+        self
     }
 
     /// Number of rules.
@@ -378,8 +403,21 @@ impl Program {
         self.rules.is_empty()
     }
 
-    /// Evaluates a product as of a date (YYYY-MM-DD), within `fuel` steps.
+    /// Evaluates a product as of a date (YYYY-MM-DD), within `fuel` steps,
+    /// with this kernel's semantics ([`Semantics::CURRENT`]).
     pub fn evaluate(&self, product: &Product, as_of: &str, fuel: u64) -> Result<Evaluation, Error> {
+        self.evaluate_as(Semantics::CURRENT, product, as_of, fuel)
+    }
+
+    /// Evaluates a product with the semantics of an earlier (or the current)
+    /// VM version: how a lock replays.
+    pub fn evaluate_as(
+        &self,
+        semantics: Semantics,
+        product: &Product,
+        as_of: &str,
+        fuel: u64,
+    ) -> Result<Evaluation, Error> {
         if !valid_date(as_of) {
             return Err(Error::BadDate(as_of.to_string()));
         }
@@ -387,46 +425,86 @@ impl Program {
             limit: fuel,
             used: 0,
         };
-        let mut outcomes = Vec::with_capacity(self.rules.len());
+        let formulation = match semantics {
+            Semantics::V1_0 => None,
+            Semantics::V1_1 => Some(Formulation::resolve(
+                &self.registry,
+                &self.categories,
+                product,
+                &mut fuel,
+            )?),
+        };
+        let mut outcomes = Vec::with_capacity(self.rules.len() + 1);
         for rule in &self.rules {
             let mut trace = Vec::new();
             let mut obligations = Vec::new();
-            match &rule.body {
-                Body::Prohibited(ix) => prohibited(ix, product, &mut fuel, &mut trace)?,
-                Body::MaxConcentration { index, limits } => {
-                    max_concentration(index, limits, product, &mut fuel, &mut trace)?
+            match (&rule.body, &formulation) {
+                (Body::RequiredDocument(kind), _) => {
+                    required_document(kind, product, as_of, &mut fuel, &mut trace)?
                 }
-                Body::Labelling { index, thresholds } => labelling(
-                    index,
+                (Body::Prohibited(t), None) => {
+                    v1_0::prohibited(&t.index, product, &mut fuel, &mut trace)?
+                }
+                (Body::MaxConcentration { table, limits }, None) => {
+                    v1_0::max_concentration(&table.index, limits, product, &mut fuel, &mut trace)?
+                }
+                (Body::Labelling { table, thresholds }, None) => v1_0::labelling(
+                    &table.index,
                     thresholds,
                     product,
                     &mut fuel,
                     &mut trace,
                     &mut obligations,
                 )?,
-                Body::GroupSum {
-                    index,
-                    groups,
-                    limits,
-                } => group_sum(index, groups, limits, product, &mut fuel, &mut trace)?,
-                Body::RequiredDocument(kind) => {
-                    required_document(kind, product, as_of, &mut fuel, &mut trace)?
+                (
+                    Body::GroupSum {
+                        table,
+                        groups,
+                        limits,
+                    },
+                    None,
+                ) => v1_0::group_sum(&table.index, groups, limits, product, &mut fuel, &mut trace)?,
+                (Body::Prohibited(t), Some(f)) => {
+                    f.prohibited(&t.entries, &mut fuel, &mut trace)?
                 }
+                (Body::MaxConcentration { table, limits }, Some(f)) => {
+                    f.max_concentration(&table.entries, limits, &mut fuel, &mut trace)?
+                }
+                (Body::Labelling { table, thresholds }, Some(f)) => f.labelling(
+                    &table.entries,
+                    thresholds,
+                    &mut fuel,
+                    &mut trace,
+                    &mut obligations,
+                )?,
+                (
+                    Body::GroupSum {
+                        table,
+                        groups,
+                        limits,
+                    },
+                    Some(f),
+                ) => f.group_sum(&table.entries, groups, limits, &mut fuel, &mut trace)?,
             }
-            let verdict = trace
-                .iter()
-                .map(|s| s.verdict)
-                .max()
-                .unwrap_or(Verdict::Pass);
-            outcomes.push(RuleOutcome {
-                pack: rule.pack.clone(),
-                rule: rule.id.clone(),
-                kind: rule.kind.to_string(),
-                title: rule.title.clone(),
-                verdict,
+            outcomes.push(outcome(
+                &rule.pack,
+                &rule.id,
+                rule.kind,
+                rule.title.clone(),
                 obligations,
                 trace,
-            });
+            ));
+        }
+        if let Some(f) = formulation {
+            let (obligations, trace) = f.findings(&self.registry, &mut fuel)?;
+            outcomes.push(outcome(
+                FORMULATION_PACK,
+                FORMULATION_RULE,
+                FORMULATION_RULE,
+                Some(FORMULATION_TITLE.into()),
+                obligations,
+                trace,
+            ));
         }
         Ok(Evaluation {
             verdict: outcomes
@@ -440,18 +518,68 @@ impl Program {
     }
 }
 
-/// The closing step that records how many components raised nothing.
-fn clean_summary(trace: &mut Vec<Step>, check: String, checked: usize, clean: usize, detail: &str) {
-    if clean > 0 || trace.is_empty() {
-        trace.push(Step {
-            subject: format!("{clean} of {checked} components"),
-            check,
-            verdict: Verdict::Pass,
-            detail: detail.to_string(),
-        });
+/// The pack name of the kernel's own outcome (no logic pack has it: pack
+/// names start with `@`).
+pub const FORMULATION_PACK: &str = "kernel";
+/// Rule id and kind of the kernel's own outcome, the formulation check.
+pub const FORMULATION_RULE: &str = "formulation";
+const FORMULATION_TITLE: &str = "One substance, one amount: the component lines as the rules saw them (resolved to substances and summed), the product category, and what the tables cover";
+
+fn outcome(
+    pack: &str,
+    rule: &str,
+    kind: &str,
+    title: Option<String>,
+    obligations: Vec<String>,
+    trace: Vec<Step>,
+) -> RuleOutcome {
+    RuleOutcome {
+        pack: pack.to_string(),
+        rule: rule.to_string(),
+        kind: kind.to_string(),
+        title,
+        verdict: trace
+            .iter()
+            .map(|s| s.verdict)
+            .max()
+            .unwrap_or(Verdict::Pass),
+        obligations,
+        trace,
     }
 }
 
+/// A product category as compared: trimmed, lower-case, with runs of
+/// spaces and hyphens written as one `_` (`" Leave-On "` is `leave_on`).
+pub fn category_key(category: &str) -> String {
+    category
+        .split(|c: char| c.is_whitespace() || c == '-')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join("_")
+        .to_lowercase()
+}
+
+/// The limit of `rows` for `category` (the strictest when several rows name
+/// it), or else the product types they permit, joined.
+fn limit_for(rows: &[usize], limits: &[(String, i64)], category: &str) -> Result<i64, String> {
+    if let Some(limit) = rows
+        .iter()
+        .filter(|&&r| limits[r].0 == category)
+        .map(|&r| limits[r].1)
+        .min()
+    {
+        return Ok(limit);
+    }
+    let mut allowed: Vec<&str> = Vec::new();
+    for &r in rows {
+        if !allowed.contains(&limits[r].0.as_str()) {
+            allowed.push(&limits[r].0);
+        }
+    }
+    Err(allowed.join(", "))
+}
+
+/// The step a table rule records when the product has no components.
 fn no_components(product: &Product, trace: &mut Vec<Step>) -> bool {
     if product.components.is_empty() {
         trace.push(Step {
@@ -463,251 +591,6 @@ fn no_components(product: &Product, trace: &mut Vec<Step>) -> bool {
         return true;
     }
     false
-}
-
-/// Walks the components against `ix`: counts those not listed, records the
-/// unidentifiable ones, lets `on_listed` decide the step for each listed one
-/// (with its matching rows), and closes with the summary step.
-fn each_listed(
-    ix: &Index,
-    product: &Product,
-    fuel: &mut Fuel,
-    trace: &mut Vec<Step>,
-    check: &str,
-    clean_detail: &str,
-    mut on_listed: impl FnMut(&Component, &[usize]) -> Step,
-) -> Result<(), Error> {
-    if no_components(product, trace) {
-        return Ok(());
-    }
-    let mut clean = 0;
-    for c in &product.components {
-        fuel.spend()?;
-        match ix.find(c) {
-            Match::Rows(rows) => trace.push(on_listed(c, rows)),
-            Match::NotListed => clean += 1,
-            Match::Unidentifiable => trace.push(ix.unidentifiable(c)),
-        }
-    }
-    clean_summary(
-        trace,
-        check.to_string(),
-        product.components.len(),
-        clean,
-        clean_detail,
-    );
-    Ok(())
-}
-
-fn step(c: &Component, check: &str, verdict: Verdict, detail: String) -> Step {
-    Step {
-        subject: cas_label(c),
-        check: check.to_string(),
-        verdict,
-        detail,
-    }
-}
-
-fn prohibited(
-    ix: &Index,
-    product: &Product,
-    fuel: &mut Fuel,
-    trace: &mut Vec<Step>,
-) -> Result<(), Error> {
-    let check = format!("listed in {}", ix.table);
-    each_listed(ix, product, fuel, trace, &check, "not listed", |c, rows| {
-        let row = &ix.rows[rows[0]];
-        let detail = match row.cas.trim() {
-            "" => format!("prohibited: listed as {}", row.substance),
-            cas => format!("prohibited: listed as {} ({cas})", row.substance),
-        };
-        step(c, &check, Verdict::Fail, detail)
-    })
-}
-
-fn max_concentration(
-    ix: &Index,
-    limits: &[(String, i64)],
-    product: &Product,
-    fuel: &mut Fuel,
-    trace: &mut Vec<Step>,
-) -> Result<(), Error> {
-    let check = format!("restricted in {}", ix.table);
-    each_listed(
-        ix,
-        product,
-        fuel,
-        trace,
-        &check,
-        "not restricted",
-        |c, rows| {
-            let Some(category) = &product.category else {
-                let why = "restricted substance but the product category is missing";
-                return missing_data(c, &check, why.into());
-            };
-            // Several rows for the same product type: the strictest applies.
-            let Some(limit) = rows
-                .iter()
-                .filter(|&&r| limits[r].0 == *category)
-                .map(|&r| limits[r].1)
-                .min()
-            else {
-                let mut allowed: Vec<&str> = Vec::new();
-                for &r in rows {
-                    if !allowed.contains(&limits[r].0.as_str()) {
-                        allowed.push(&limits[r].0);
-                    }
-                }
-                let detail = format!(
-                    "not permitted in {category} products (permitted in: {})",
-                    allowed.join(", ")
-                );
-                return step(c, &check, Verdict::Fail, detail);
-            };
-            match concentration(c) {
-                Err(why) => missing_data(c, &check, why),
-                Ok(ppb) if ppb <= limit => {
-                    let detail = format!("{} <= limit {} for {category}", pct(ppb), pct(limit));
-                    step(c, &check, Verdict::Pass, detail)
-                }
-                Ok(ppb) => {
-                    let detail = format!("{} > limit {} for {category}", pct(ppb), pct(limit));
-                    step(c, &check, Verdict::Fail, detail)
-                }
-            }
-        },
-    )
-}
-
-fn labelling(
-    ix: &Index,
-    thresholds: &BTreeMap<String, i64>,
-    product: &Product,
-    fuel: &mut Fuel,
-    trace: &mut Vec<Step>,
-    obligations: &mut Vec<String>,
-) -> Result<(), Error> {
-    let check = format!("labelling threshold, {}", ix.table);
-    let threshold = product
-        .category
-        .as_ref()
-        .and_then(|c| thresholds.get(c))
-        .or_else(|| thresholds.get("*"))
-        .copied();
-    each_listed(ix, product, fuel, trace, &check, "not listed", |c, _| {
-        let Some(limit) = threshold else {
-            let why = "listed substance but no threshold applies (product category missing)";
-            return missing_data(c, &check, why.into());
-        };
-        match concentration(c) {
-            Err(why) => missing_data(c, &check, why),
-            Ok(ppb) if ppb > limit => {
-                obligations.push(format!(
-                    "declare {} on the label: {} > {}",
-                    cas_label(c),
-                    pct(ppb),
-                    pct(limit)
-                ));
-                let detail = format!("{} > threshold {}: duty applies", pct(ppb), pct(limit));
-                step(c, &check, Verdict::Pass, detail)
-            }
-            Ok(ppb) => {
-                let detail = format!("{} <= threshold {}: no duty", pct(ppb), pct(limit));
-                step(c, &check, Verdict::Pass, detail)
-            }
-        }
-    })
-}
-
-fn group_sum(
-    ix: &Index,
-    groups: &[String],
-    limits: &BTreeMap<String, i64>,
-    product: &Product,
-    fuel: &mut Fuel,
-    trace: &mut Vec<Step>,
-) -> Result<(), Error> {
-    if no_components(product, trace) {
-        return Ok(());
-    }
-    // Per group: sum in ppb, members seen, and members without usable data.
-    let mut sums: BTreeMap<&str, (i64, Vec<String>, Vec<String>)> = BTreeMap::new();
-    for c in &product.components {
-        fuel.spend()?;
-        match ix.find(c) {
-            Match::NotListed => {}
-            Match::Unidentifiable => trace.push(ix.unidentifiable(c)),
-            Match::Rows(rows) => {
-                // A substance counts once per group, however many rows list it.
-                let mut seen: Vec<&str> = rows.iter().map(|&r| groups[r].as_str()).collect();
-                seen.sort_unstable();
-                seen.dedup();
-                for g in seen {
-                    let entry = sums.entry(g).or_default();
-                    match concentration(c) {
-                        Ok(ppb) => {
-                            entry.0 += ppb;
-                            entry.1.push(format!("{} {}", cas_label(c), pct(ppb)));
-                        }
-                        Err(why) => entry.2.push(format!("{}: {why}", cas_label(c))),
-                    }
-                }
-            }
-        }
-    }
-    for (group, limit) in limits {
-        fuel.spend()?;
-        let check = format!("sum of group {group} in {}", ix.table);
-        let step = match sums.get(group.as_str()) {
-            None => Step {
-                subject: group.clone(),
-                check,
-                verdict: Verdict::Pass,
-                detail: "no member present".into(),
-            },
-            // Concentrations are never negative: members with known values
-            // already over the limit fail whatever the missing ones are.
-            Some((sum, members, missing)) if !missing.is_empty() && sum > limit => Step {
-                subject: group.clone(),
-                check,
-                verdict: Verdict::Fail,
-                detail: format!(
-                    "{} = {} > limit {} even without {}",
-                    members.join(" + "),
-                    pct(*sum),
-                    pct(*limit),
-                    missing.join("; ")
-                ),
-            },
-            Some((_, _, missing)) if !missing.is_empty() => Step {
-                subject: group.clone(),
-                check,
-                verdict: Verdict::NeedsReview,
-                detail: format!(
-                    "cannot sum: {}; complete the formulation data",
-                    missing.join("; ")
-                ),
-            },
-            Some((sum, members, _)) => Step {
-                subject: group.clone(),
-                check,
-                verdict: if sum <= limit {
-                    Verdict::Pass
-                } else {
-                    Verdict::Fail
-                },
-                detail: format!(
-                    "{} = {} {} limit {}",
-                    members.join(" + "),
-                    pct(*sum),
-                    if sum <= limit { "<=" } else { ">" },
-                    pct(*limit)
-                ),
-            },
-        };
-        trace.push(step);
-    }
-    Ok(())
 }
 
 fn required_document(

@@ -12,15 +12,19 @@
 mod eval;
 mod rules;
 
-pub use eval::{Evaluation, Program, RuleOutcome, Step, Verdict};
+pub use eval::{
+    category_key, Evaluation, Program, RuleOutcome, Semantics, Step, Verdict, FORMULATION_PACK,
+    FORMULATION_RULE,
+};
 pub use rules::{Rule, RuleSet, RULES_FORMAT};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The rules VM version; packs declare a semver requirement on it
-/// (`handler_vm_version`).
-pub const VM_VERSION: &str = "1.0.0";
+/// (`handler_vm_version`). Locks record it, and replay with its semantics
+/// ([`Semantics::of_vm`]).
+pub const VM_VERSION: &str = "1.1.0";
 
 /// Fuel for one product's evaluation unless the caller gives another limit.
 pub const DEFAULT_FUEL: u64 = 1_000_000;
@@ -210,7 +214,8 @@ mod tests {
         let e = vm_satisfies("garbage").unwrap_err().to_string();
         assert!(e.contains("\"garbage\"") && e.contains("^1.0.0"), "{e}");
         assert!(vm_satisfies(">=1.0.0, <2").unwrap());
-        assert!(!vm_satisfies("^1.1.0").unwrap());
+        assert!(vm_satisfies("^1.1.0").unwrap());
+        assert!(!vm_satisfies("^1.2.0").unwrap());
     }
 
     /// The build identity is exactly what docs/rules.md and build.rs say:

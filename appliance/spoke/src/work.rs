@@ -229,6 +229,18 @@ fn outcome_text(o: &appliance::compliance::Outcome) -> String {
     for (duty, rules) in duties {
         s.push_str(&format!("\n    duty: {duty} ({})", rules.join(", ")));
     }
+    // What the tables consulted cover (and what none of them lists), so a
+    // product without findings does not read as checked against everything.
+    let coverage = o
+        .evaluation
+        .rules
+        .iter()
+        .filter(|r| r.pack == kernel::FORMULATION_PACK && r.rule == kernel::FORMULATION_RULE)
+        .flat_map(|r| &r.trace)
+        .find(|step| step.subject == "coverage");
+    if let Some(step) = coverage {
+        s.push_str(&format!("\n    coverage: {}", step.detail));
+    }
     s
 }
 
@@ -476,6 +488,36 @@ mod tests {
                 "needs review aqua: add the CAS number (annex-ii, annex-iii)",
                 "duty: Contains limonene (annex-ii, annex-iii)",
             ]
+        );
+    }
+
+    /// #26 item 3: the text says what the tables cover, even for a pass.
+    #[test]
+    fn the_coverage_statement_is_printed() {
+        let mut formulation = rule(
+            kernel::FORMULATION_RULE,
+            &[(
+                Verdict::Pass,
+                "coverage",
+                "consulted @d:t (3 entries); not covered by any of them: Aqua (7732-18-5)",
+            )],
+            &[],
+        );
+        formulation.pack = kernel::FORMULATION_PACK.into();
+        let o = Outcome {
+            product_id: "prod-1".into(),
+            lock_id: "L".into(),
+            verdict: Verdict::Pass,
+            evaluation: Evaluation {
+                verdict: Verdict::Pass,
+                rules: vec![formulation],
+                fuel_used: 1,
+            },
+        };
+        let text = outcome_text(&o);
+        assert_eq!(
+            text.lines().nth(1).map(str::trim),
+            Some("coverage: consulted @d:t (3 entries); not covered by any of them: Aqua (7732-18-5)")
         );
     }
 }
