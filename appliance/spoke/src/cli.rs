@@ -26,19 +26,8 @@ pub struct Cli {
 /// Spoke subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
-    #[command(display_order = 1000)]
-    Completions {
-        /// The shell.
-        shell: cli_conventions::Shell,
-    },
-    /// Write the man pages, one per command, into a directory.
-    #[command(display_order = 1001)]
-    Man {
-        /// Directory to write `spoke.1`, `spoke-<command>.1`, … into.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    #[command(flatten)]
+    Tooling(cli_conventions::Tooling),
     /// Internal: read a PDF on standard input and write its text, under
     /// memory and CPU limits (the spoke runs this for every PDF upload).
     #[command(hide = true)]
@@ -729,18 +718,11 @@ struct PackRow {
 pub fn run(cli: Cli) -> Result<(), Error> {
     let json = cli.json;
     match cli.command {
-        Command::Completions { shell } => {
-            cli_conventions::completions::<Cli>(shell, &mut std::io::stdout());
-            Ok(())
-        }
-        Command::Man { out: dir } => {
-            let pages = cli_conventions::man_pages::<Cli>(&dir).map_err(|e| {
-                Error::Usage(format!("write man pages into {}: {e}", dir.display()))
-            })?;
-            out(json, &pages, |p| {
-                format!("wrote {} man pages into {}", p.len(), dir.display())
-            })
-        }
+        Command::Tooling(t) => match cli_conventions::run_tooling::<Cli>(t) {
+            Ok(None) => Ok(()),
+            Ok(Some(pages)) => out(json, &pages, |p| format!("wrote {} man pages", p.len())),
+            Err(e) => Err(Error::Usage(format!("write man pages: {e}"))),
+        },
         // The exit code tells the parent what happened (see `pdftext`).
         Command::PdfText => std::process::exit(appliance::pdftext::child_main()),
         Command::Init { data, trust } => {

@@ -64,6 +64,39 @@ fn error_json(kind: &str, message: &str) -> serde_json::Value {
     serde_json::json!({ "error": { "kind": kind, "message": message } })
 }
 
+/// The commands both programs have for their own conventions; each
+/// program's command enum flattens them in (`#[command(flatten)]`).
+#[derive(Debug, clap::Subcommand)]
+pub enum Tooling {
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(display_order = 1000)]
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Write the man pages, one per command, into a directory.
+    #[command(display_order = 1001)]
+    Man {
+        /// Directory to write `PROGRAM.1`, `PROGRAM-COMMAND.1`, … into.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+/// Runs a [`Tooling`] command of `P`: completions go to standard output
+/// (None), man pages into their directory (the files written).
+pub fn run_tooling<P: CommandFactory>(
+    tooling: Tooling,
+) -> std::io::Result<Option<Vec<std::path::PathBuf>>> {
+    match tooling {
+        Tooling::Completions { shell } => {
+            completions::<P>(shell, &mut std::io::stdout());
+            Ok(None)
+        }
+        Tooling::Man { out } => man_pages::<P>(&out).map(Some),
+    }
+}
+
 /// Writes the completion script of `P` for `shell` to `out`.
 pub fn completions<P: CommandFactory>(shell: clap_complete::Shell, out: &mut dyn Write) {
     let mut cmd = P::command();

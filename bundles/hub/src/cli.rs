@@ -55,19 +55,8 @@ impl ExpiryArgs {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
-    #[command(display_order = 1000)]
-    Completions {
-        /// The shell.
-        shell: cli_conventions::Shell,
-    },
-    /// Write the man pages, one per command, into a directory.
-    #[command(display_order = 1001)]
-    Man {
-        /// Directory to write `hub.1`, `hub-<command>.1`, … into.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    #[command(flatten)]
+    Tooling(cli_conventions::Tooling),
     /// Create a new signed repository and its keys.
     Init {
         /// Repository directory.
@@ -338,18 +327,11 @@ fn parse_role(role: &str) -> Result<tough::schema::RoleType, Error> {
 pub fn run(cli: Cli) -> Result<(), Error> {
     let json = cli.json;
     match cli.command {
-        Command::Completions { shell } => {
-            cli_conventions::completions::<Cli>(shell, &mut std::io::stdout());
-            Ok(())
-        }
-        Command::Man { out: dir } => {
-            let pages = cli_conventions::man_pages::<Cli>(&dir).map_err(|e| {
-                Error::Usage(format!("write man pages into {}: {e}", dir.display()))
-            })?;
-            out(json, &pages, |p| {
-                format!("wrote {} man pages into {}", p.len(), dir.display())
-            })
-        }
+        Command::Tooling(t) => match cli_conventions::run_tooling::<Cli>(t) {
+            Ok(None) => Ok(()),
+            Ok(Some(pages)) => out(json, &pages, |p| format!("wrote {} man pages", p.len())),
+            Err(e) => Err(Error::Usage(format!("write man pages: {e}"))),
+        },
         Command::Init {
             repo,
             keys,
