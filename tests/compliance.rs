@@ -242,6 +242,30 @@ fn a_rewritten_audit_chain_is_found_against_a_checkpoint_signed_earlier() {
             .fails_with("audit_broken");
         assert!(msg.contains("rewritten"), "{msg}");
     }
+    // Another spoke's checkpoint is no anchor for this one.
+    let elsewhere = Env::new();
+    let other = elsewhere.sample_spoke("other");
+    let theirs = elsewhere
+        .spoke(&[
+            "audit",
+            "checkpoint",
+            "--data",
+            &other,
+            "--to",
+            &elsewhere.s("theirs"),
+        ])
+        .ok();
+    let msg = env
+        .spoke(&[
+            "audit",
+            "verify",
+            "--data",
+            &d,
+            "--against",
+            theirs["file"].as_str().unwrap(),
+        ])
+        .fails_with("usage");
+    assert!(msg.contains("not by this spoke"), "{msg}");
     // A document that is not a signed spoke document is refused by name.
     std::fs::write(env.path("stick/notes.json"), br#"{"format": "notes"}"#).unwrap();
     let notes = env.s("stick/notes.json");
