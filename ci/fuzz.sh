@@ -80,4 +80,6 @@ for target in tuf_root tuf_repository bundle_index bundle_file medium_info manif
   echo "| $target | $(ls "$seeds/$target" | wc -l) | $runs | $(ls "$work" | wc -l) | $budget |" >> "$out/fuzz.md"
 done
 cat "$out/fuzz.md"
+# The instrumented build is a second full target dir; CI drops it when done.
+if [ "${FUZZ_CLEAN:-0}" = 1 ]; then rm -rf tests/fuzz/target; fi
 exit "$status"

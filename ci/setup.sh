@@ -20,7 +20,9 @@ command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v depmod >/dev/null 2>&1 || need_apt+=(kmod)
 command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
 command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
-command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
+# Debian's qemu-system-x86 replaces a backported qemu-utils (seen: the
+# machine's 10.0 qemu-img removed); asking for both keeps a matching pair.
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86 qemu-utils)
 # Installs Debian packages, as root or through sudo (test.sh uses it too).
 apt_install() {
   local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -30,6 +32,9 @@ apt_install() {
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt_install --no-install-recommends "${need_apt[@]}"
 fi
+for tool in cc zstd age openssl sfdisk mkfs.vfat mcopy mkfs.ext4 qemu-img qemu-system-x86_64; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool is still missing after installing packages" >&2; exit 1; }
+done
 
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -37,13 +37,19 @@ export EUROCOMPLY_MODELS_DIR="$PWD/.cache/models/src"
 ci/fetch-image-inputs.sh
 export EUROCOMPLY_REQUIRE_QEMU=1
 
+# Free disk after each stage, for the CI log (a full test build is large).
+disk() { echo "disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free after $1" >&2; }
+disk setup
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo test --workspace --all-targets
+disk tests
 
 # Coverage-guided fuzzing of the parsers that read media, bundles and packs,
 # 20 s per target on seeds the hub makes (docs/reliability.md).
 bash ci/fuzz.sh 20 target/fuzz
+disk fuzzing
 
 # The held-out answer evaluation on the real models (fails if any shown
 # statement is unsupported by what it cites; docs/benchmarks.md has the
