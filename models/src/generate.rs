@@ -1,21 +1,22 @@
-//! Chat generation with a quantised llama-architecture GGUF model
-//! (SmolLM2-135M-Instruct): chat template, context budgeting, sampling,
-//! stop sequences and streaming. The forward pass is [`crate::llama`].
+//! Chat generation with a quantised GGUF model (llama, qwen2 or gemma3):
+//! chat template, context budgeting, sampling, stop sequences and streaming.
+//! The forward pass is [`crate::backbone`].
 
 use std::fs::File;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Content;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use candle_transformers::generation::LogitsProcessor;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use crate::backbone::Backbone;
 use crate::error::{Error, Result};
+use crate::gguf::{self, Architecture};
 use crate::gguf_tokenizer;
-use crate::llama::{Llama, MAX_CONTEXT};
-use crate::quant::Isa;
+use crate::llama::MAX_CONTEXT;
 
 /// Who said a chat message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,24 +113,29 @@ pub struct Generation {
     pub finish: Finish,
 }
 
-/// Tokens fed to the model at once while reading the prompt.
-const PROMPT_CHUNK: usize = 512;
-
-/// ChatML, used when a GGUF has no chat template.
+/// ChatML, used when a GGUF of another family than Gemma has no chat
+/// template.
 const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// Gemma's turn format, used when a Gemma GGUF has no chat template (base
+/// models): as Gemma's own template, a system message opens the first user
+/// turn.
+const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first = messages[0]['content'] + '\n\n' %}{% set turns = messages[1:] %}{% else %}{% set first = '' %}{% set turns = messages %}{% endif %}{% for message in turns %}{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\n' }}{% if loop.first %}{{ first }}{% endif %}{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
 
 /// A loaded chat model.
 pub struct Generator {
-    model: Llama,
+    model: Backbone,
     tokenizer: Tokenizer,
     template: String,
     bos: Option<String>,
+    /// The BOS id, when the GGUF asks for it before every prompt
+    /// (`tokenizer.ggml.add_bos_token`) and the template does not write it.
+    add_bos: Option<u32>,
     eos: Option<String>,
     eos_ids: Vec<u32>,
     context_length: usize,
     quantization: String,
     path: PathBuf,
-    device: Device,
 }
 
 impl Generator {
@@ -159,64 +165,53 @@ impl Generator {
         }
     }
 
-    /// Loads a GGUF file directly. Q4_1 and Q8_0 weights stay as stored;
-    /// other quantisations are widened to F32.
+    /// Loads a GGUF file directly, after the checks of [`crate::inspect`].
+    /// Q4_1, Q8_0 and F32 llama files run on this crate's own kernels; every
+    /// other file runs on candle's quantised models of its architecture,
+    /// its matrices kept in their stored formats.
     pub fn load_file(gguf: &Path) -> Result<Generator> {
-        let device = Device::Cpu;
         let mut file = File::open(gguf).map_err(|e| Error::io(gguf, e))?;
+        let len = file.metadata().map_err(|e| Error::io(gguf, e))?.len();
         let ct = Content::read(&mut file)
             .map_err(|e| Error::format(gguf, format!("not a readable GGUF file: {e}")))?;
-        let arch = ct
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .unwrap_or_default();
-        if arch != "llama" {
-            return Err(Error::format(
-                gguf,
-                format!("architecture {arch:?} is not supported (only \"llama\")"),
-            ));
-        }
+        let summary = gguf::check(&ct, len, gguf)?;
         let tok = gguf_tokenizer::from_gguf(&ct, gguf)?;
         let template = ct
             .metadata
             .get("tokenizer.chat_template")
             .and_then(|v| v.to_string().ok())
             .cloned()
-            .unwrap_or_else(|| CHATML_TEMPLATE.to_string());
-        let trained = ct
+            .unwrap_or_else(|| match summary.architecture {
+                Architecture::Gemma3 => GEMMA_TEMPLATE.to_string(),
+                _ => CHATML_TEMPLATE.to_string(),
+            });
+        let add_bos = ct
             .metadata
-            .get("llama.context_length")
-            .and_then(|v| v.to_u32().ok())
-            .map(|v| v as usize)
-            .unwrap_or(MAX_CONTEXT);
-        let context_length = trained.min(MAX_CONTEXT);
-
-        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-        for info in ct.tensor_infos.values() {
-            *counts.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;
-        }
-        let stored: Vec<String> = counts.iter().map(|(k, v)| format!("{v}×{k}")).collect();
-        let model = Llama::from_gguf(&ct, &mut file, context_length)
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false)
+            .then_some(tok.bos_id)
+            .flatten();
+        let context_length = summary.context_length.min(MAX_CONTEXT);
+        let model = Backbone::load(summary.architecture, ct, &mut file, context_length)
             .map_err(|e| Error::format(gguf, format!("cannot build the model: {e}")))?;
         let quantization = format!(
-            "stored {}; matrices kept as {}, F32 activations ({} kernels)",
-            stored.join(", "),
-            model.formats(),
-            Isa::detect().name()
+            "{} stored {}; {}",
+            summary.architecture.name(),
+            summary.stored_types(),
+            model.describe()
         );
         Ok(Generator {
             model,
             tokenizer: tok.tokenizer,
             template,
             bos: tok.bos,
+            add_bos,
             eos: tok.eos,
             eos_ids: tok.eos_ids,
             context_length,
             quantization,
             path: gguf.to_path_buf(),
-            device,
         })
     }
 
@@ -305,7 +300,12 @@ impl Generator {
         let available = self.context_length.saturating_sub(max_tokens);
         let mut msgs = messages.to_vec();
         loop {
-            let ids = self.encode(&self.render_chat(&msgs)?)?;
+            let mut ids = self.encode(&self.render_chat(&msgs)?)?;
+            if let Some(bos) = self.add_bos {
+                if ids.first() != Some(&bos) {
+                    ids.insert(0, bos);
+                }
+            }
             if ids.len() <= available && !ids.is_empty() {
                 return Ok(ids);
             }
@@ -327,10 +327,9 @@ impl Generator {
     }
 
     fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Tensor> {
-        let inf = |e: candle_core::Error| Error::inference(&self.path, e);
-        let logits = self.model.forward(ids, pos).map_err(inf)?;
-        let n = logits.len();
-        Tensor::from_vec(logits, n, &self.device).map_err(inf)
+        self.model
+            .forward(ids, pos)
+            .map_err(|e| Error::inference(&self.path, e))
     }
 
     /// Renders the model's chat template (from the GGUF's
@@ -385,7 +384,7 @@ impl Generator {
         self.model.clear();
         let mut logits = None;
         let mut pos = 0;
-        for chunk in prompt.chunks(PROMPT_CHUNK) {
+        for chunk in prompt.chunks(self.model.prompt_chunk()) {
             logits = Some(self.forward(chunk, pos)?);
             pos += chunk.len();
         }

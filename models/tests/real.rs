@@ -138,3 +138,39 @@ fn paraphrases_are_closer_than_unrelated_sentences() {
     assert!(cos(&v[3], &v[4]) > cos(&v[3], &v[0]));
     assert!(cos(&v[3], &v[4]) > cos(&v[3], &v[2]));
 }
+
+/// Gemma 3 270M is a base model and its GGUF carries no chat template: a
+/// bare question gets a continuation, not an answer, from llama.cpp as from
+/// us (llama.cpp 0.3.36 greedy: "What is the capital of France? mendatang…").
+/// One example turn makes it answer; llama.cpp then says "The capital of
+/// France is Paris.".
+#[test]
+fn gemma3_k_quants_know_the_capital_of_france() {
+    let Some(dir) = models_dir("gemma3_k_quants_know_the_capital_of_france") else {
+        return;
+    };
+    let mut g = Generator::load(&dir.join("gemma3-270m")).unwrap();
+    assert!(g.quantization().contains("Q4K"), "{}", g.quantization());
+    // The same ids as llama.cpp's tokenizer on the same file.
+    assert_eq!(
+        g.encode("The capital of France is").unwrap(),
+        [818, 5279, 529, 7001, 563]
+    );
+    let msgs = [
+        ChatMessage::new(Role::User, "What is the capital of Italy?"),
+        ChatMessage::new(Role::Assistant, "The capital of Italy is Rome."),
+        ChatMessage::new(Role::User, "What is the capital of France?"),
+    ];
+    let opts = GenerateOptions {
+        max_tokens: 16,
+        ..Default::default()
+    };
+    let out = g
+        .chat(&msgs, &opts, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    eprintln!("{out:?}");
+    // BOS and the turns: the 40 tokens llama.cpp's tokenizer makes of the
+    // same prompt text.
+    assert_eq!(out.prompt_tokens, 40);
+    assert!(out.text.contains("Paris"), "{:?}", out.text);
+}

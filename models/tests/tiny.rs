@@ -5,8 +5,9 @@
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
+use candle_core::quantized::gguf_file;
 use models::fixtures::{write_tiny_embedder, write_tiny_generator, TinyLlama};
-use models::{ChatMessage, Embedder, Finish, GenerateOptions, Generator, Role};
+use models::{Architecture, ChatMessage, Embedder, Finish, GenerateOptions, Generator, Role};
 
 // ---------------------------------------------------------------- helpers
 
@@ -393,4 +394,107 @@ fn options_serialise_with_lowercase_roles() {
         serde_json::to_string(&Finish::Length).unwrap(),
         r#""length""#
     );
+}
+
+/// Rewrites the GGUF at `src` to `dst` with `edit` applied to its metadata
+/// (tensors unchanged).
+fn rewrite_gguf(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, gguf_file::Value>),
+) {
+    let mut f = std::fs::File::open(src).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    let mut md = ct.metadata.clone();
+    edit(&mut md);
+    let tensors: Vec<(String, candle_core::quantized::QTensor)> = ct
+        .tensor_infos
+        .keys()
+        .map(|n| {
+            let t = ct.tensor(&mut f, n, &candle_core::Device::Cpu).unwrap();
+            (n.clone(), t)
+        })
+        .collect();
+    let md_refs: Vec<(&str, &gguf_file::Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &candle_core::quantized::QTensor)> =
+        tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut out = std::fs::File::create(dst).unwrap();
+    gguf_file::write(&mut out, &md_refs, &t_refs).unwrap();
+}
+
+#[test]
+fn inspect_summarises_a_good_file() {
+    let (_d, path, t) = tiny_llama(256);
+    let s = models::inspect(&path).unwrap();
+    assert_eq!(s.architecture, Architecture::Llama);
+    assert_eq!(s.context_length, 256);
+    assert_eq!(s.vocabulary, t.tokens.len());
+    assert!(s.stored.contains_key("Q4_1") && s.stored.contains_key("F32"));
+    assert!(s.stored_types().contains("×Q4_1"), "{}", s.stored_types());
+}
+
+#[test]
+fn malformed_gguf_files_are_refused_with_the_reason() {
+    let (dir, good, _) = tiny_llama(256);
+    let bad = dir.path().join("bad.gguf");
+    let refused = |want: &str| {
+        let err = models::inspect(&bad).expect_err("refused by inspect");
+        assert_eq!(err.kind(), "format", "{err}");
+        assert!(err.to_string().contains(want), "{err}");
+        let err = Generator::load_file(&bad).err().expect("refused at load");
+        assert!(err.to_string().contains(want), "{err}");
+    };
+    let set = |k: &str, v: gguf_file::Value| {
+        let k = k.to_string();
+        rewrite_gguf(&good, &bad, move |md| {
+            md.insert(k, v);
+        })
+    };
+
+    set(
+        "general.architecture",
+        gguf_file::Value::String("mamba".into()),
+    );
+    refused("architecture \"mamba\" is not supported");
+
+    set("llama.context_length", gguf_file::Value::U32(0));
+    refused("llama.context_length is 0");
+
+    // More tokens than embedding rows.
+    let mut md = {
+        let mut f = std::fs::File::open(&good).unwrap();
+        gguf_file::Content::read(&mut f).unwrap().metadata
+    };
+    let Some(gguf_file::Value::Array(mut tokens)) = md.remove("tokenizer.ggml.tokens") else {
+        panic!("no tokens")
+    };
+    tokens.push(gguf_file::Value::String("extra".into()));
+    set("tokenizer.ggml.tokens", gguf_file::Value::Array(tokens));
+    refused("only");
+
+    // Truncated: the last tensor runs past the end.
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() - 100]).unwrap();
+    refused("runs past the end of the file");
+
+    // An unknown tensor type code: candle refuses it while reading the header.
+    let ct = {
+        let mut f = std::fs::File::open(&good).unwrap();
+        gguf_file::Content::read(&mut f).unwrap()
+    };
+    let (name, _) = ct.tensor_infos.iter().next().unwrap();
+    let at = bytes
+        .windows(name.len())
+        .position(|w| w == name.as_bytes())
+        .unwrap();
+    let dims = ct.tensor_infos[name].shape.rank();
+    // name, then n_dims (u32), dims (u64 each), then the type (u32).
+    let ty = at + name.len() + 4 + 8 * dims;
+    let mut broken = bytes.clone();
+    broken[ty..ty + 4].copy_from_slice(&99u32.to_le_bytes());
+    std::fs::write(&bad, &broken).unwrap();
+    refused("unknown dtype");
+
+    // Nothing was changed in the good file, which still loads.
+    assert!(Generator::load_file(&good).is_ok());
 }
