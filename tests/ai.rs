@@ -628,3 +628,90 @@ fn real_models_answer_from_the_sample_documents() {
         .ok();
     assert!(c["text"].as_str().unwrap().contains("Paris"), "{c}");
 }
+
+/// A tiny generation model whose GGUF has the string value of `key` replaced
+/// by `value`, padded with spaces to the same length (the file stays
+/// well-formed).
+fn patched_model(env: &Env, dir: &str, version: &str, key: &str, value: &str) -> String {
+    let src = model_src(env, dir, "tiny-smol", version, "generation", 9);
+    let gguf = Path::new(&src).join("tiny.gguf");
+    let mut bytes = std::fs::read(&gguf).unwrap();
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())
+        .unwrap()
+        + key.len();
+    // The value's type (u32), its length (u64), its bytes.
+    let len = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap()) as usize;
+    assert!(value.len() <= len, "{value:?} is longer than {key}'s value");
+    let padded = format!("{value:<len$}");
+    bytes[at + 12..at + 12 + len].copy_from_slice(padded.as_bytes());
+    std::fs::write(&gguf, bytes).unwrap();
+    src
+}
+
+#[test]
+fn models_that_cannot_run_are_refused_at_import_and_activation() {
+    let env = Env::new();
+    let (d, _ecid, gcid) = ai_spoke(&env);
+    let active = |env: &Env| -> Vec<String> {
+        models(env, &d)
+            .iter()
+            .filter(|m| m["active"] == true)
+            .map(|m| m["cid"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Well-formed, but its chat template fails: installed, never activated.
+    let broken = patched_model(
+        &env,
+        "broken-src",
+        "0.2.0",
+        "tokenizer.chat_template",
+        "{{ raise_exception('broken template') }}",
+    );
+    let broken_cid = publish_model(&env, &broken, "broken.bundle");
+    env.export("usb2", &[]);
+    env.import("spoke", "usb2").ok();
+    let msg = env
+        .spoke(&["models", "activate", "--data", &d, "tiny-smol@0.2.0"])
+        .fails_with("invalid");
+    assert!(msg.contains("failed its check"), "{msg}");
+    assert!(msg.contains("broken template"), "{msg}");
+    assert!(active(&env).contains(&gcid), "the active model stays");
+    let audit = env.spoke(&["audit", "list", "--data", &d]).ok();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "model.activate.refused" && e["target"] == broken_cid.as_str()),
+        "{audit}"
+    );
+    // The activation that did happen recorded what was checked.
+    let activated = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "model.activate" && e["target"] == gcid.as_str())
+        .unwrap();
+    let detail: Value = serde_json::from_str(activated["detail"].as_str().unwrap()).unwrap();
+    assert!(
+        detail["checked"]
+            .as_str()
+            .unwrap()
+            .contains("tokens for a fixed prompt"),
+        "{detail}"
+    );
+
+    // An architecture this spoke does not run: the import is refused whole.
+    let before = models(&env, &d).len();
+    let alien = patched_model(&env, "alien-src", "0.3.0", "general.architecture", "mamba");
+    publish_model(&env, &alien, "alien.bundle");
+    env.export("usb3", &[]);
+    let msg = env.import("spoke", "usb3").fails_with("invalid");
+    assert!(msg.contains("cannot run on this spoke"), "{msg}");
+    assert!(msg.contains("\"mamba"), "{msg}");
+    assert_eq!(models(&env, &d).len(), before, "nothing was installed");
+    assert!(active(&env).contains(&gcid));
+}

@@ -275,6 +275,15 @@ impl Store {
     }
 }
 
+/// Whether an installed model runs, asked before it becomes active: the
+/// `gateway` loads it and runs a short fixed prompt. This crate knows no model
+/// runtime, so the check is given to it.
+pub trait ModelCheck {
+    /// What was checked (for the audit log), or why the model must not
+    /// become active.
+    fn check(&self, model: &InstalledModel) -> Result<String, String>;
+}
+
 impl Appliance {
     /// Installed model bundles.
     pub fn models(&self) -> Result<Vec<InstalledModel>, Error> {
@@ -290,9 +299,16 @@ impl Appliance {
     }
 
     /// Makes the model named by `which` (its CID, `name@version`, or `name`
-    /// for its newest version) the active one for its task: one settings
-    /// row changes in one audited transaction, so the switch is atomic.
-    pub fn activate_model(&mut self, actor: &Actor, which: &str) -> Result<InstalledModel, Error> {
+    /// for its newest version) the active one for its task, once `check`
+    /// passes: one settings row changes in one audited transaction, so the
+    /// switch is atomic. A model that fails the check is refused (audited as
+    /// `model.activate.refused`) and the active one stays.
+    pub fn activate_model(
+        &mut self,
+        actor: &Actor,
+        which: &str,
+        check: &dyn ModelCheck,
+    ) -> Result<InstalledModel, Error> {
         actor.require(Permission::Admin)?;
         let models = self.models()?;
         let found = models
@@ -311,7 +327,8 @@ impl Appliance {
                     }
                 ))
             })?;
-        self.set_active(actor, &found, "operator")?;
+        let checked = self.gate(actor, &found, check)?;
+        self.set_active(actor, &found, "operator", &checked)?;
         Ok(InstalledModel {
             active: true,
             ..found
@@ -319,9 +336,15 @@ impl Appliance {
     }
 
     /// Activates, for each task without an active model, the newest
-    /// installed model: a fresh install needs no approval. Returns what it
+    /// installed model that passes `check`: a fresh install needs no
+    /// approval, but the same gate as [`Appliance::activate_model`]. A model
+    /// that fails it stays installed and inactive (audited). Returns what it
     /// activated.
-    pub fn activate_new_models(&mut self, actor: &Actor) -> Result<Vec<InstalledModel>, Error> {
+    pub fn activate_new_models(
+        &mut self,
+        actor: &Actor,
+        check: &dyn ModelCheck,
+    ) -> Result<Vec<InstalledModel>, Error> {
         let models = self.models()?;
         let mut activated = Vec::new();
         for task in Task::ALL {
@@ -329,7 +352,14 @@ impl Appliance {
                 continue;
             }
             if let Some(m) = models.iter().find(|m| m.task == task) {
-                self.set_active(actor, m, "first model for its task")?;
+                let checked = match self.gate(actor, m, check) {
+                    Ok(checked) => checked,
+                    Err(e) => {
+                        tracing::warn!(model = %m.label(), error = %e, "model not activated");
+                        continue;
+                    }
+                };
+                self.set_active(actor, m, "first model for its task", &checked)?;
                 activated.push(InstalledModel {
                     active: true,
                     ..m.clone()
@@ -339,7 +369,43 @@ impl Appliance {
         Ok(activated)
     }
 
-    fn set_active(&mut self, actor: &Actor, m: &InstalledModel, why: &str) -> Result<(), Error> {
+    /// Runs `check` on `m`; a failure is audited and becomes the error.
+    fn gate(
+        &mut self,
+        actor: &Actor,
+        m: &InstalledModel,
+        check: &dyn ModelCheck,
+    ) -> Result<String, Error> {
+        let reason = match check.check(m) {
+            Ok(checked) => return Ok(checked),
+            Err(reason) => reason,
+        };
+        self.store.write(actor, Class::Data, |_| {
+            Ok((
+                (),
+                vec![Audit {
+                    action: "model.activate.refused",
+                    target: m.cid.clone(),
+                    detail: serde_json::json!({
+                        "task": m.task, "name": m.name, "version": m.version, "reason": reason
+                    }),
+                }],
+                vec![],
+            ))
+        })?;
+        Err(Error::Invalid(format!(
+            "model {} was not activated: it failed its check: {reason}; the active model stays. Install a model this spoke can run",
+            m.label()
+        )))
+    }
+
+    fn set_active(
+        &mut self,
+        actor: &Actor,
+        m: &InstalledModel,
+        why: &str,
+        checked: &str,
+    ) -> Result<(), Error> {
         self.store.write(actor, Class::Data, |tx| {
             tx.execute(
                 "INSERT INTO settings (key, value) VALUES (?1, ?2)
@@ -353,7 +419,8 @@ impl Appliance {
                     action: "model.activate",
                     target: m.cid.clone(),
                     detail: serde_json::json!({
-                        "task": m.task, "name": m.name, "version": m.version, "reason": why
+                        "task": m.task, "name": m.name, "version": m.version, "reason": why,
+                        "checked": checked
                     }),
                 }],
                 vec![],

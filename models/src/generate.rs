@@ -141,28 +141,7 @@ pub struct Generator {
 impl Generator {
     /// dir holds exactly one *.gguf file (the model bundle payload).
     pub fn load(dir: &Path) -> Result<Generator> {
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-        let mut found = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(dir, e))?;
-            let p = entry.path();
-            if p.extension()
-                .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
-            {
-                found.push(p);
-            }
-        }
-        match found.len() {
-            1 => Self::load_file(&found[0]),
-            0 => Err(Error::Missing {
-                path: dir.to_path_buf(),
-                what: "no *.gguf file in the model directory".into(),
-            }),
-            n => Err(Error::Format {
-                path: dir.to_path_buf(),
-                reason: format!("{n} *.gguf files, expected exactly one; remove the extra ones"),
-            }),
-        }
+        Self::load_file(&gguf::find(dir)?)
     }
 
     /// Loads a GGUF file directly, after the checks of [`crate::inspect`].

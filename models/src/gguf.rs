@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use serde::Serialize;
@@ -73,6 +73,32 @@ impl Summary {
             .map(|(k, v)| format!("{v}×{k}"))
             .collect();
         parts.join(", ")
+    }
+}
+
+/// The one `*.gguf` file in `dir` (a model bundle's payload).
+pub fn find(dir: &Path) -> Result<PathBuf> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let p = entry.path();
+        if p.extension()
+            .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+        {
+            found.push(p);
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::Missing {
+            path: dir.to_path_buf(),
+            what: "no *.gguf file in the model directory".into(),
+        }),
+        n => Err(Error::Format {
+            path: dir.to_path_buf(),
+            reason: format!("{n} *.gguf files, expected exactly one; remove the extra ones"),
+        }),
     }
 }
 

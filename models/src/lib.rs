@@ -35,4 +35,4 @@ pub use dense::Backend;
 pub use embed::{Embedder, BATCH_SIZE, DEFAULT_MAX_LENGTH};
 pub use error::{Error, Result};
 pub use generate::{ChatMessage, Finish, GenerateOptions, Generation, Generator, Role};
-pub use gguf::{inspect, Architecture, Summary};
+pub use gguf::{find as find_gguf, inspect, Architecture, Summary};

@@ -209,5 +209,8 @@ async fn activate(
     Extension(actor): Extension<Actor>,
     Body(req): Body<Activate>,
 ) -> Res {
-    ok(s.run(move |a| a.activate_model(&actor, &req.model)).await?)
+    ok(
+        s.run(move |a| a.activate_model(&actor, &req.model, &gateway::SmokeTest))
+            .await?,
+    )
 }

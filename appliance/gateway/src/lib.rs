@@ -16,7 +16,7 @@ pub mod eval;
 pub mod extract;
 pub mod support;
 
-use appliance::ai::{InstalledModel, Retrieved, Source, Task};
+use appliance::ai::{InstalledModel, ModelCheck, Retrieved, Source, Task};
 use appliance::{Actor, Appliance};
 pub use models::{ChatMessage, Finish, GenerateOptions, Generation, Role};
 use models::{Embedder, Generator};
@@ -719,6 +719,72 @@ impl Gateway {
             tier_b: TIER_B,
         })
     }
+}
+
+/// The prompt every generation model must answer before it becomes active.
+const SMOKE_PROMPT: &str = "Count from 1 to 5.";
+/// Tokens the smoke prompt may produce.
+const SMOKE_TOKENS: usize = 8;
+
+/// The gate a model passes before it becomes active: it loads, and an
+/// embedding model embeds a fixed sentence to finite numbers of its
+/// dimension; a generation model writes at least one token, at most
+/// [`SMOKE_TOKENS`], for a fixed prompt.
+pub struct SmokeTest;
+
+impl ModelCheck for SmokeTest {
+    fn check(&self, m: &InstalledModel) -> Result<String, String> {
+        let text = |e: models::Error| e.to_string();
+        match m.task {
+            Task::Embedding => {
+                let e = Embedder::load(&m.path).map_err(text)?;
+                let v = e.embed(&["smoke test"]).map_err(text)?;
+                match v.first() {
+                    Some(x) if x.len() == e.dim() && x.iter().all(|f| f.is_finite()) => Ok(
+                        format!("loaded; a fixed sentence gave {} finite numbers", x.len()),
+                    ),
+                    _ => Err(
+                        "a fixed sentence did not embed to finite numbers of the model's dimension"
+                            .into(),
+                    ),
+                }
+            }
+            Task::Generation => {
+                let mut g = Generator::load(&m.path).map_err(text)?;
+                let opts = GenerateOptions {
+                    max_tokens: SMOKE_TOKENS,
+                    ..Default::default()
+                };
+                let msgs = [ChatMessage::new(Role::User, SMOKE_PROMPT)];
+                let out = g
+                    .chat(&msgs, &opts, &mut |_| ControlFlow::Continue(()))
+                    .map_err(text)?;
+                if out.completion_tokens == 0 {
+                    return Err(format!(
+                        "it wrote no token for the fixed prompt {SMOKE_PROMPT:?}"
+                    ));
+                }
+                Ok(format!(
+                    "loaded ({}); {} tokens for a fixed prompt",
+                    g.quantization(),
+                    out.completion_tokens
+                ))
+            }
+        }
+    }
+}
+
+/// Checks the payload of a model bundle before it is recorded: a GGUF's
+/// header must describe a model this spoke runs (`models::inspect`); other
+/// formats are checked when activated.
+pub fn check_model_payload(dir: &std::path::Path, format: &str) -> Result<(), String> {
+    if format != "gguf" {
+        return Ok(());
+    }
+    let file = models::find_gguf(dir).map_err(|e| e.to_string())?;
+    models::inspect(&file)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn unloadable(m: &InstalledModel, e: models::Error) -> Error {

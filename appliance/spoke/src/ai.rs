@@ -266,7 +266,7 @@ pub(crate) fn models(json: bool, command: ModelsCommand) -> Result<(), Error> {
     };
     let mut a = open(&data)?;
     if let Some(which) = which {
-        let m = a.activate_model(&Actor::cli(), &which)?;
+        let m = a.activate_model(&Actor::cli(), &which, &gateway::SmokeTest)?;
         return out(json, &m, |m| {
             format!(
                 "{} is now the active {} model ({})",

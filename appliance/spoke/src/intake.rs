@@ -69,6 +69,26 @@ impl ApplianceRegistry {
             appliance::licence::Terms::from_licence(l).is_ok_and(|t| t.in_force())
         });
         self.app.store().check_installable(renews)?;
+        // A model this spoke cannot run is refused before anything is
+        // recorded, with the reason.
+        for b in bundles
+            .iter()
+            .filter(|b| b.published.kind.as_str() == "model")
+        {
+            let format = b
+                .index
+                .manifest
+                .get("format")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            gateway::check_model_payload(&self.payloads.join(b.published.sha256()), format)
+                .map_err(|reason| {
+                    appliance::Error::Invalid(format!(
+                        "model bundle {}@{} cannot run on this spoke: {reason}; nothing was installed",
+                        b.published.name, b.published.version
+                    ))
+                })?;
+        }
         let mut tables = Vec::new();
         for b in bundles
             .iter()
@@ -95,7 +115,7 @@ impl ApplianceRegistry {
         self.change = self.app.propose(&actor, &packs, product.is_some())?;
         // The first model for a task is activated with the install; a later
         // version waits for `spoke models activate`.
-        self.app.activate_new_models(&actor)?;
+        self.app.activate_new_models(&actor, &gateway::SmokeTest)?;
         if let Some(l) = licence.as_ref().filter(|_| !renews) {
             self.app.install_licence(&actor, l)?;
         }
