@@ -20,17 +20,26 @@ command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v depmod >/dev/null 2>&1 || need_apt+=(kmod)
 command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
 command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
-# Debian's qemu-system-x86 replaces a backported qemu-utils (seen: the
-# machine's 10.0 qemu-img removed); asking for both keeps a matching pair.
-command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86 qemu-utils)
+# qemu-system-x86 needs the qemu-utils of its own version: a machine that
+# came with a backported qemu-utils (seen: 10.0 on Debian 12, where
+# qemu-system-x86 is 7.2) refuses the pair as "held broken packages", so
+# qemu-utils is pinned to the candidate of qemu-system-x86 (a downgrade).
+need_qemu_system=0
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_qemu_system=1
 # Installs Debian packages, as root or through sudo (test.sh uses it too).
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 apt_install() {
-  local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@"
 }
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt_install --no-install-recommends "${need_apt[@]}"
+fi
+if [ "$need_qemu_system" -eq 1 ]; then
+  $SUDO apt-get update -qq
+  qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+  apt_install --no-install-recommends --allow-downgrades \
+    "qemu-system-x86=$qemu_version" "qemu-utils=$qemu_version"
 fi
 for tool in cc zstd age openssl sfdisk mkfs.vfat mcopy mkfs.ext4 qemu-img qemu-system-x86_64; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool is still missing after installing packages" >&2; exit 1; }
