@@ -351,7 +351,8 @@ impl Appliance {
             if models.iter().any(|m| m.task == task && m.active) {
                 continue;
             }
-            if let Some(m) = models.iter().find(|m| m.task == task) {
+            // Newest first: the first that passes becomes active.
+            for m in models.iter().filter(|m| m.task == task) {
                 let checked = match self.gate(actor, m, check) {
                     Ok(checked) => checked,
                     Err(e) => {
@@ -364,6 +365,7 @@ impl Appliance {
                     active: true,
                     ..m.clone()
                 });
+                break;
             }
         }
         Ok(activated)

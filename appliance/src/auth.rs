@@ -854,7 +854,7 @@ mod tests {
     #[test]
     fn users_sessions_tokens_and_support_grants() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut s = Store::create(&dir.path().join("db.sqlite"), "did:key:test").unwrap();
         let admin = Actor::cli();
         assert!(matches!(
             s.create_user(&admin, "alice", Role::Editor, "short"),
@@ -915,7 +915,7 @@ mod tests {
     /// A fresh store with one editor, alice.
     fn store_with_alice() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut s = Store::create(&dir.path().join("db.sqlite"), "did:key:test").unwrap();
         s.create_user(
             &Actor::cli(),
             "alice",

@@ -503,6 +503,14 @@ impl Appliance {
         let mut pinned = Vec::new();
         let mut categories: Option<Vec<String>> = None;
         for p in &packs {
+            // Never evaluate with a pack whose files went missing or changed:
+            // a lost rules.json would silently drop its rules.
+            self.payloads.check(
+                &self.dir,
+                &format!("pack {} {}", p.name, p.version),
+                &p.cid,
+                crate::payloads::Depth::Digests,
+            )?;
             if let Some(c) = self.environment_categories(p)? {
                 categories.get_or_insert_with(Vec::new).extend(c);
             }

@@ -363,7 +363,7 @@ impl Appliance {
                 vec![("document".to_string(), id.clone())],
             ))
         })?;
-        self.after_write(&w.touched, w.generation)?;
+        self.after_write(&w.touched, w.generation);
         self.store.document(&id)
     }
 

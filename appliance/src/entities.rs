@@ -750,7 +750,7 @@ mod tests {
             vec![component("Water", "7732-18-4", 80.0)],
         );
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut s = Store::create(&dir.path().join("db.sqlite"), "did:key:test").unwrap();
         let err = put(&mut s, &Actor::cli(), bad.clone(), None).unwrap_err();
         assert!(err.to_string().contains("components[0].cas"), "{err}");
         bad.components[0].cas = Some("7732-18-5".into());
@@ -765,7 +765,7 @@ mod tests {
     #[test]
     fn categories_are_the_environments() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut s = Store::create(&dir.path().join("db.sqlite"), "did:key:test").unwrap();
         let a = Actor::cli();
         let known: Vec<String> = ["leave_on", "rinse_off"].map(String::from).to_vec();
         let with = |id: &str, category: &str| EntityInput {
@@ -790,7 +790,7 @@ mod tests {
     #[test]
     fn units_and_numbers_are_normalised_and_impossible_amounts_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut s = Store::create(&dir.path().join("db.sqlite"), "did:key:test").unwrap();
         let a = Actor::cli();
         let line = |cas: &str, v: Option<f64>, unit: Option<&str>| Component {
             substance: "Limonene".into(),
@@ -881,7 +881,7 @@ mod tests {
     #[test]
     fn create_replace_delete_and_graph_queries() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut s = Store::create(&dir.path().join("db.sqlite"), "did:key:test").unwrap();
         let a = Actor::cli();
         let base = put(
             &mut s,

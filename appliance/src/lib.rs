@@ -24,6 +24,7 @@ pub mod entities;
 pub mod export;
 pub mod licence;
 mod objects;
+mod payloads;
 pub mod pdftext;
 mod records;
 mod service;
@@ -31,6 +32,7 @@ mod store;
 pub mod throttle;
 
 pub use auth::{Actor, Permission, Role};
+pub use payloads::Depth;
 pub use service::{Appliance, Health};
 pub use store::{InstalledBundle, Lifecycle, Store, SCHEMA_VERSION};
 
@@ -66,6 +68,14 @@ pub enum Error {
     /// A data directory problem the operator must fix.
     #[error("{0}")]
     DataDir(String),
+    /// The data directory lost state it had (a missing or empty database,
+    /// another spoke's database, a missing or altered pack payload): the
+    /// spoke refuses to carry on as if nothing happened.
+    #[error("{what}; nothing was changed. This spoke's state is lost or not its own: restore it from a backup (`spoke restore --force --data DIR --identity KEY BACKUP_DIR`), or reinstall a lost pack from its medium (`spoke import`)")]
+    StateLost {
+        /// What is missing or wrong, and where.
+        what: String,
+    },
     /// A file in the data directory could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -131,6 +141,7 @@ impl Error {
             Error::Db { .. } | Error::Migration { .. } | Error::Io { .. } => "store",
             Error::AuditBroken { .. } => "audit_broken",
             Error::DataDir(_) => "data_dir",
+            Error::StateLost { .. } => "state_lost",
             Error::Invalid(_) => "invalid",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
@@ -211,6 +222,50 @@ impl DataDir {
     pub fn staging(&self) -> PathBuf {
         self.root.join("staging")
     }
+    /// Opens this spoke's database: it must exist, have a schema and belong
+    /// to the spoke `spoke.json` names (a database from before spokes
+    /// recorded it is adopted on its first open).
+    pub fn open_store(&self) -> Result<Store, Error> {
+        let did = self.did()?;
+        let store = Store::open(&self.database())?;
+        match store.spoke()? {
+            Some(owner) if owner == did => {}
+            Some(owner) => return Err(Error::StateLost {
+                what: format!(
+                    "{} belongs to spoke {owner}, not to {did} (this data directory's spoke.json)",
+                    self.database().display()
+                ),
+            }),
+            None => {
+                tracing::info!(
+                    "recording that {} belongs to {did}",
+                    self.database().display()
+                );
+                store.adopt(&did)?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The DID `spoke init` recorded in `spoke.json`.
+    pub fn did(&self) -> Result<String, Error> {
+        self.check_initialised()?;
+        let path = self.marker();
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["did"].as_str().map(str::to_string))
+            .ok_or_else(|| {
+                Error::DataDir(format!(
+                    "{} does not name this spoke's DID; restore the data directory from a backup",
+                    path.display()
+                ))
+            })
+    }
+
     /// Checks that `spoke init` ran here.
     pub fn check_initialised(&self) -> Result<(), Error> {
         if self.marker().is_file() {

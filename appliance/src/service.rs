@@ -7,6 +7,7 @@ use crate::auth::{Actor, Permission};
 use crate::compliance::Compiled;
 use crate::entities::{Entity, EntityInput, EntityKind, Relationship};
 use crate::objects::ObjectStore;
+use crate::payloads::Depth;
 use crate::store::{now, Audit, Class, Store};
 use crate::{DataDir, Error, Lifecycle};
 use std::collections::HashSet;
@@ -24,6 +25,8 @@ pub struct Appliance {
     /// Where PDF text is read.
     pub(crate) extractor: crate::pdftext::Extractor,
     pub(crate) program: Option<Compiled>,
+    /// Checks installed payloads against their bundle indexes.
+    pub(crate) payloads: crate::payloads::Payloads,
 }
 
 /// The result of a deep health check.
@@ -41,8 +44,7 @@ impl Appliance {
     /// Opens the data directory's stores; rebuilds the search index if it
     /// does not match the database (first start, crash, or deletion).
     pub fn open(dir: &DataDir) -> Result<Appliance, Error> {
-        dir.check_initialised()?;
-        let store = Store::open(&dir.database())?;
+        let store = dir.open_store()?;
         let index = search::Index::open(&dir.search_index())?;
         let passages = search::Index::open(&dir.passage_index())?;
         let mut a = Appliance {
@@ -54,13 +56,25 @@ impl Appliance {
             max_upload: crate::documents::DEFAULT_MAX_UPLOAD,
             extractor: crate::pdftext::Extractor::default(),
             program: None,
+            payloads: Default::default(),
         };
         let generation = Some(a.store.generation()?);
         if a.index.generation() != generation || a.passages.generation() != generation {
             tracing::info!("search index out of step with the database; rebuilding");
-            a.reindex()?;
+            // Derived data: a spoke that cannot rebuild it (a full disk)
+            // still starts and serves from the database; health shows it.
+            if let Err(e) = a.reindex() {
+                tracing::warn!("the search index could not be rebuilt: {e}; it catches up at the next write or start");
+            }
         }
         a.apply_licence(&Actor::cli())?;
+        // Cheap at start (sizes); evaluations check digests before they
+        // rely on a pack, and `/health/deep` checks everything.
+        for (what, cid) in a.relied_on()? {
+            if let Err(e) = a.payloads.check(&a.dir, &what, &cid, Depth::Sizes) {
+                tracing::error!("{e}");
+            }
+        }
         Ok(a)
     }
 
@@ -113,15 +127,39 @@ impl Appliance {
         }
     }
 
-    /// Brings the index up to the committed generation for what a write touched.
-    pub(crate) fn after_write(
+    /// Brings the derived indexes up to the committed generation after a
+    /// write. It never fails the write, which has committed: when an update
+    /// fails (a full disk), the indexes stay at their older generation, the
+    /// failure is logged and shown by `/health/deep`, and the next write (or
+    /// start) catches up by rebuilding them from the database, the durable
+    /// record of what they must hold.
+    pub(crate) fn after_write(&mut self, touched: &[(String, String)], generation: u64) {
+        if touched.is_empty() {
+            return;
+        }
+        let previous = generation.checked_sub(1);
+        let result =
+            if self.index.generation() == previous && self.passages.generation() == previous {
+                self.update_indexes(touched, generation)
+            } else {
+                tracing::info!(
+                    "search index behind the database; rebuilding it to generation {generation}"
+                );
+                self.reindex().map(drop)
+            };
+        if let Err(e) = result {
+            tracing::warn!(
+                "the write committed (generation {generation}), but the search index could not follow: {e}; it catches up at the next write or start"
+            );
+        }
+    }
+
+    /// Applies what one write touched to the derived indexes.
+    fn update_indexes(
         &mut self,
         touched: &[(String, String)],
         generation: u64,
     ) -> Result<(), Error> {
-        if touched.is_empty() {
-            return Ok(());
-        }
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
         let mut passages = Vec::new();
@@ -195,7 +233,7 @@ impl Appliance {
         let mut w = self
             .store
             .put_entities(actor, vec![input], replace, categories.as_deref())?;
-        self.after_write(&w.touched, w.generation)?;
+        self.after_write(&w.touched, w.generation);
         Ok(w.value.remove(0))
     }
 
@@ -209,14 +247,15 @@ impl Appliance {
         let w = self
             .store
             .put_entities(actor, inputs, None, categories.as_deref())?;
-        self.after_write(&w.touched, w.generation)?;
+        self.after_write(&w.touched, w.generation);
         Ok(w.value)
     }
 
     /// Deletes an entity.
     pub fn delete_entity(&mut self, actor: &Actor, id: &str) -> Result<(), Error> {
         let w = self.store.delete_entity(actor, id)?;
-        self.after_write(&w.touched, w.generation)
+        self.after_write(&w.touched, w.generation);
+        Ok(())
     }
 
     /// Adds a relationship.
@@ -417,18 +456,81 @@ impl Appliance {
         }))
     }
 
-    /// Store checks for `/health/deep`: database integrity, audit chain,
-    /// every document's object present and intact, index in step.
+    /// The bundles evaluations and answers rely on now: active packs and
+    /// active models, named for errors, with their CIDs.
+    fn relied_on(&self) -> Result<Vec<(String, String)>, Error> {
+        let mut all: Vec<(String, String)> = self
+            .store
+            .active_packs()?
+            .into_iter()
+            .map(|b| (format!("pack {} {}", b.name, b.version), b.cid))
+            .collect();
+        all.extend(
+            self.models()?
+                .into_iter()
+                .filter(|m| m.active)
+                .map(|m| (format!("model {} {}", m.name, m.version), m.cid)),
+        );
+        Ok(all)
+    }
+
+    /// Checks that the payload of every installed bundle is as its signed
+    /// index lists it (digests cached while files are unchanged).
+    fn payload_check(&self, depth: Depth) -> (String, bool, String) {
+        let bundles = match self.store.bundles(None) {
+            Ok(b) => b,
+            Err(e) => return ("payloads".into(), false, e.to_string()),
+        };
+        let mut bytes = 0;
+        let mut bad = Vec::new();
+        for b in &bundles {
+            let what = format!("{} {} {}", b.kind, b.name, b.version);
+            match self.payloads.check(&self.dir, &what, &b.cid, depth) {
+                Ok(n) => bytes += n,
+                Err(e) => bad.push(e.to_string()),
+            }
+        }
+        if bad.is_empty() {
+            (
+                "payloads".into(),
+                true,
+                format!(
+                    "{} bundles, {bytes} bytes as signed ({})",
+                    bundles.len(),
+                    match depth {
+                        Depth::Sizes => "sizes checked; `spoke verify --full` re-hashes them",
+                        Depth::Digests => "digests checked",
+                    }
+                ),
+            )
+        } else {
+            ("payloads".into(), false, bad.join("; "))
+        }
+    }
+
+    /// Store checks for `/health/deep`: database integrity (SQLite's full
+    /// `integrity_check`), audit chain, every document's object present and
+    /// intact, every installed payload as signed, index in step.
     pub fn deep_health(&self) -> Health {
+        self.verify(Depth::Digests)
+    }
+
+    /// The checks of [`Appliance::deep_health`], with payloads checked to
+    /// `depth` (`spoke verify`).
+    pub fn verify(&self, depth: Depth) -> Health {
         let start = Instant::now();
         let (mut checks, _) = store_checks(&self.store, &self.objects, &HashSet::new());
+        checks.push(self.payload_check(depth));
         let generation = self.store.generation().ok();
         checks.push((
             "search_index".into(),
-            generation.is_some() && self.index.generation() == generation,
+            generation.is_some()
+                && self.index.generation() == generation
+                && self.passages.generation() == generation,
             format!(
-                "index {:?}, database {:?}",
+                "search index at generation {:?}, passage index {:?}, database {:?} (behind: it catches up at the next write or start, or run `spoke reindex`)",
                 self.index.generation(),
+                self.passages.generation(),
                 generation
             ),
         ));
@@ -456,8 +558,7 @@ impl Health {
         verified: &HashSet<String>,
     ) -> Result<(Health, Option<crate::audit::Verified>), Error> {
         let start = Instant::now();
-        dir.check_initialised()?;
-        let store = Store::open(&dir.database())?;
+        let store = dir.open_store()?;
         let (checks, audit) = store_checks(&store, &ObjectStore::new(dir.objects()), verified);
         Ok((Health::of(checks, start), audit))
     }
@@ -472,11 +573,9 @@ fn store_checks(
     verified: &HashSet<String>,
 ) -> (Vec<(String, bool, String)>, Option<crate::audit::Verified>) {
     let mut checks = Vec::new();
-    let integrity: Result<String, _> = store
-        .conn()
-        .query_row("PRAGMA quick_check", [], |r| r.get(0));
-    checks.push(match integrity {
-        Ok(s) => ("database".into(), s == "ok", s),
+    checks.push(match store.integrity_check() {
+        Ok(findings) if findings.is_empty() => ("database".into(), true, "ok".into()),
+        Ok(findings) => ("database".into(), false, findings.join("; ")),
         Err(e) => ("database".into(), false, e.to_string()),
     });
     let audit = store.audit_verify();

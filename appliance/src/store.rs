@@ -296,17 +296,79 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database and applies pending migrations.
-    pub fn open(path: &Path) -> Result<Self, Error> {
+    /// Creates the database of a new spoke (`spoke init`, restores and
+    /// tests only) and records which spoke it belongs to. An existing
+    /// database is refused.
+    pub fn create(path: &Path, spoke: &str) -> Result<Self, Error> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::DataDir(format!("create {}: {e}", dir.display())))?;
+        }
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.len() > 0) {
+            return Err(Error::DataDir(format!(
+                "{} already exists; a database is created only once, by `spoke init`",
+                path.display()
+            )));
         }
         let db = |source| Error::Db {
             path: path.to_owned(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(db)?;
+        let store = Self::migrate(path, Connection::open(path).map_err(db)?)?;
+        store
+            .conn
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ('spoke', ?1)",
+                [spoke],
+            )
+            .map_err(db)?;
+        Ok(store)
+    }
+
+    /// Opens an existing database and applies pending migrations. A missing
+    /// or empty database (no schema) is refused as [`Error::StateLost`]:
+    /// only [`Store::create`] makes an empty store, so a spoke that lost its
+    /// database never silently starts afresh.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let lost = |what: String| Error::StateLost {
+            what: format!("{}: {what}", path.display()),
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(lost("not a regular file".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(lost("the database is missing".into()))
+            }
+            Err(e) => return Err(lost(format!("cannot be read ({e})"))),
+        }
+        let db = |source| Error::Db {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db)?;
+        // Read before any pragma writes: a zero-length file reads as
+        // schema 0, and must stay as it was found.
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db)?;
+        if found == 0 {
+            return Err(lost(
+                "the database is empty (no schema): its contents were lost".into(),
+            ));
+        }
+        Self::migrate(path, conn)
+    }
+
+    /// Sets the connection's pragmas and brings the schema to this build's.
+    fn migrate(path: &Path, mut conn: Connection) -> Result<Self, Error> {
+        let db = |source| Error::Db {
+            path: path.to_owned(),
+            source,
+        };
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
@@ -344,6 +406,44 @@ impl Store {
             path: path.to_owned(),
             sign_in: crate::throttle::Policy::default(),
         })
+    }
+
+    /// Every problem SQLite's full `integrity_check` finds (tables,
+    /// indexes, constraints; up to 100), empty when the database is sound.
+    pub fn integrity_check(&self) -> Result<Vec<String>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA integrity_check(100)")
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(self.db())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.db())?;
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
+    }
+
+    /// The DID of the spoke this database belongs to (None for a database
+    /// created before spokes recorded it).
+    pub fn spoke(&self) -> Result<Option<String>, Error> {
+        self.conn
+            .query_row("SELECT value FROM settings WHERE key = 'spoke'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.db())
+    }
+
+    /// Records the spoke a database created before spokes recorded it
+    /// belongs to (its first open by this build).
+    pub(crate) fn adopt(&self, spoke: &str) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ('spoke', ?1)",
+                [spoke],
+            )
+            .map(drop)
+            .map_err(self.db())
     }
 
     /// The schema version of the open database (SQLite `user_version`).
@@ -641,7 +741,7 @@ mod tests {
     #[test]
     fn schema_version_counts_the_migrations() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let store = Store::create(&dir.path().join("db.sqlite"), "did:key:test").unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     }
 
@@ -649,7 +749,7 @@ mod tests {
     fn a_database_one_schema_ahead_opens_and_two_ahead_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        drop(Store::open(&path).unwrap());
+        drop(Store::create(&path, "did:key:test").unwrap());
         let bump = |v: usize| {
             let c = Connection::open(&path).unwrap();
             c.pragma_update(None, "user_version", v as i64).unwrap();
@@ -674,7 +774,7 @@ mod tests {
     #[test]
     fn record_is_all_or_nothing_and_idempotent() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut s = Store::create(&dir.path().join("db.sqlite"), "did:key:test").unwrap();
         let b = InstalledBundle {
             cid: "sha256:aa".into(),
             kind: "pack".into(),
@@ -709,7 +809,7 @@ mod tests {
 
     fn store_with_entries(n: usize) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut s = Store::create(&dir.path().join("db.sqlite"), "did:key:test").unwrap();
         for i in 0..n {
             let b = InstalledBundle {
                 cid: format!("sha256:{i:02}"),

@@ -155,19 +155,13 @@ impl Generator {
             .map_err(|e| Error::format(gguf, format!("not a readable GGUF file: {e}")))?;
         let summary = gguf::check(&ct, len, gguf)?;
         let tok = gguf_tokenizer::from_gguf(&ct, gguf)?;
-        let template = ct
-            .metadata
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .unwrap_or_else(|| match summary.architecture {
-                Architecture::Gemma3 => GEMMA_TEMPLATE.to_string(),
-                _ => CHATML_TEMPLATE.to_string(),
-            });
-        let add_bos = ct
-            .metadata
-            .get("tokenizer.ggml.add_bos_token")
-            .and_then(|v| v.to_bool().ok())
+        let template = gguf::text(&ct, "tokenizer.chat_template")
+            .unwrap_or(match summary.architecture {
+                Architecture::Gemma3 => GEMMA_TEMPLATE,
+                _ => CHATML_TEMPLATE,
+            })
+            .to_string();
+        let add_bos = gguf::flag(&ct, "tokenizer.ggml.add_bos_token")
             .unwrap_or(false)
             .then_some(tok.bos_id)
             .flatten();

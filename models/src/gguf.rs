@@ -56,8 +56,6 @@ pub struct Summary {
     pub architecture: Architecture,
     /// How many tensors are stored in each type (`Q4K`, `F32`, ...).
     pub stored: BTreeMap<String, usize>,
-    /// Number of weights, all tensors together.
-    pub parameters: u64,
     /// Tokens the model was trained to attend to (`{arch}.context_length`).
     pub context_length: usize,
     /// Tokens in the vocabulary.
@@ -74,6 +72,19 @@ impl Summary {
             .collect();
         parts.join(", ")
     }
+}
+
+/// The string metadata `key`, if the header has it as a string.
+pub(crate) fn text<'a>(ct: &'a Content, key: &str) -> Option<&'a str> {
+    ct.metadata
+        .get(key)
+        .and_then(|v| v.to_string().ok())
+        .map(String::as_str)
+}
+
+/// The boolean metadata `key`, if the header has it as a boolean.
+pub(crate) fn flag(ct: &Content, key: &str) -> Option<bool> {
+    ct.metadata.get(key).and_then(|v| v.to_bool().ok())
 }
 
 /// The one `*.gguf` file in `dir` (a model bundle's payload).
@@ -117,13 +128,8 @@ pub fn inspect(path: &Path) -> Result<Summary> {
 /// bytes.
 pub(crate) fn check(ct: &Content, len: u64, path: &Path) -> Result<Summary> {
     let bad = |reason: String| Error::format(path, reason);
-    let arch_name = ct
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
-    let architecture = Architecture::from_name(&arch_name).ok_or_else(|| {
+    let arch_name = text(ct, "general.architecture").unwrap_or_default();
+    let architecture = Architecture::from_name(arch_name).ok_or_else(|| {
         let names: Vec<&str> = Architecture::ALL.iter().map(|a| a.name()).collect();
         bad(format!(
             "architecture {arch_name:?} is not supported (supported: {})",
@@ -132,7 +138,6 @@ pub(crate) fn check(ct: &Content, len: u64, path: &Path) -> Result<Summary> {
     })?;
 
     let mut stored: BTreeMap<String, usize> = BTreeMap::new();
-    let mut parameters = 0u64;
     for (name, info) in &ct.tensor_infos {
         let dtype = info.ggml_dtype;
         let elems = info.shape.elem_count() as u64;
@@ -158,7 +163,6 @@ pub(crate) fn check(ct: &Content, len: u64, path: &Path) -> Result<Summary> {
                 )))
             }
         }
-        parameters += elems;
         *stored.entry(format!("{dtype:?}")).or_default() += 1;
     }
 
@@ -196,7 +200,6 @@ pub(crate) fn check(ct: &Content, len: u64, path: &Path) -> Result<Summary> {
     Ok(Summary {
         architecture,
         stored,
-        parameters,
         context_length: usize::try_from(context_length).unwrap_or(usize::MAX),
         vocabulary,
     })

@@ -27,6 +27,7 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{Error, Result};
+use crate::gguf;
 
 /// GGUF token type of ordinary vocabulary pieces.
 const TOKEN_TYPE_NORMAL: i32 = 1;
@@ -118,12 +119,7 @@ fn vocab(tokens: &[String]) -> Vocab {
 /// `"gpt2"`).
 fn byte_level_bpe(ct: &Content, tokens: &[String], path: &Path) -> Result<Tokenizer> {
     let merges = strings(ct, "tokenizer.ggml.merges", path)?;
-    let pre = ct
-        .metadata
-        .get("tokenizer.ggml.pre")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
+    let pre = gguf::text(ct, "tokenizer.ggml.pre").unwrap_or_default();
     let merges: Merges = merges
         .iter()
         .map(|m| {
@@ -137,7 +133,7 @@ fn byte_level_bpe(ct: &Content, tokens: &[String], path: &Path) -> Result<Tokeni
         .build()
         .map_err(|e| Error::tokenizer(path, format!("cannot build BPE: {e}")))?;
     let mut tokenizer = Tokenizer::new(bpe);
-    tokenizer.with_pre_tokenizer(Some(pre_tokenizer(&pre, path)?));
+    tokenizer.with_pre_tokenizer(Some(pre_tokenizer(pre, path)?));
     tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
     Ok(tokenizer)
 }
@@ -209,11 +205,7 @@ fn sentencepiece_bpe(
         .build()
         .map_err(|e| Error::tokenizer(path, format!("cannot build BPE: {e}")))?;
     let mut tokenizer = Tokenizer::new(bpe);
-    let space_prefix = ct
-        .metadata
-        .get("tokenizer.ggml.add_space_prefix")
-        .and_then(|v| v.to_bool().ok())
-        .unwrap_or(true);
+    let space_prefix = gguf::flag(ct, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
     let replace =
         |from: &str, to: &str| Replace::new(from, to).map_err(|e| Error::tokenizer(path, e));
     let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
@@ -238,10 +230,7 @@ fn sentencepiece_bpe(
 
 /// Builds the tokenizer from a GGUF's metadata.
 pub(crate) fn from_gguf(ct: &Content, path: &Path) -> Result<GgufTokenizer> {
-    let model = ct
-        .metadata
-        .get("tokenizer.ggml.model")
-        .and_then(|v| v.to_string().ok())
+    let model = gguf::text(ct, "tokenizer.ggml.model")
         .ok_or_else(|| Error::tokenizer(path, "metadata tokenizer.ggml.model is missing"))?;
     let tokens = strings(ct, "tokenizer.ggml.tokens", path)?;
     let types: Vec<i32> = match ct.metadata.get("tokenizer.ggml.token_type") {
@@ -253,7 +242,7 @@ pub(crate) fn from_gguf(ct: &Content, path: &Path) -> Result<GgufTokenizer> {
             .collect(),
         None => vec![TOKEN_TYPE_NORMAL; tokens.len()],
     };
-    let mut tokenizer = match model.as_str() {
+    let mut tokenizer = match model {
         "gpt2" => byte_level_bpe(ct, &tokens, path)?,
         "llama" => sentencepiece_bpe(ct, &tokens, &types, path)?,
         other => {

@@ -308,7 +308,13 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
             actor.require(permission)?;
             req.extensions_mut().insert(actor);
         }
-        Ok(next.run(req).await)
+        let mut res = next.run(req).await;
+        // rmcp answers an ended MCP session with 202; MCP clients (the
+        // reference Python SDK) expect 200, 204 or 405 for DELETE.
+        if method == "DELETE" && path == "/mcp" && res.status() == StatusCode::ACCEPTED {
+            *res.status_mut() = StatusCode::NO_CONTENT;
+        }
+        Ok(res)
     }
     .await
     .unwrap_or_else(IntoResponse::into_response);

@@ -443,7 +443,19 @@ impl Index {
                         seconds: WRITER_WAIT.as_secs(),
                     })
                 }
-                other => return other.map_err(self.write_err("take the index writer")),
+                other => {
+                    let writer = other.map_err(self.write_err("take the index writer"))?;
+                    // Files of a commit or merge that failed earlier (a full
+                    // disk) are referenced by no commit: remove them first,
+                    // so failures never pile up.
+                    if let Err(e) = writer.garbage_collect_files().wait() {
+                        tracing::warn!(
+                            "search index at {}: could not remove unused files: {e}",
+                            self.path.display()
+                        );
+                    }
+                    return Ok(writer);
+                }
             }
         }
     }
@@ -494,21 +506,35 @@ impl Index {
             .map_err(self.write_err("prepare the commit"))?;
         prepared.set_payload(&generation.to_string());
         prepared.commit().map_err(self.write_err("commit"))?;
+        // The commit is durable from here: a merge only makes searching
+        // faster, so one that fails (a full disk) is logged, its files are
+        // removed by the next writer, and the commit stands.
         if merge_all {
-            let segments = self
+            let merged = self
                 .index
                 .searchable_segment_ids()
-                .map_err(self.write_err("list segments"))?;
-            if segments.len() > 1 {
-                writer
-                    .merge(&segments)
-                    .wait()
-                    .map_err(self.write_err("merge segments"))?;
+                .map_err(self.write_err("list segments"))
+                .and_then(|segments| {
+                    if segments.len() > 1 {
+                        writer
+                            .merge(&segments)
+                            .wait()
+                            .map(drop)
+                            .map_err(self.write_err("merge segments"))
+                    } else {
+                        Ok(())
+                    }
+                });
+            if let Err(e) = merged {
+                tracing::warn!("{e}");
             }
         }
-        writer
+        if let Err(e) = writer
             .wait_merging_threads()
-            .map_err(self.write_err("finish merging segments"))?;
+            .map_err(self.write_err("finish merging segments"))
+        {
+            tracing::warn!("{e}");
+        }
         self.reader
             .reload()
             .map_err(self.write_err("reload the reader after the commit"))

@@ -490,7 +490,7 @@ pub fn backup(
         .prefix(".tmp-backup-")
         .tempdir_in(to)
         .map_err(io("create scratch directory in", to))?;
-    let store = Store::open(&d.database())?;
+    let store = d.open_store()?;
     // The database first: every file it refers to already exists.
     let snapshot = scratch.path().join("spoke.sqlite");
     store.snapshot_to(&snapshot)?;

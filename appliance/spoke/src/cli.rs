@@ -197,6 +197,19 @@ pub enum Command {
         #[arg(long)]
         show: Option<String>,
     },
+    /// Check the data directory as `/health/deep` does: SQLite's full
+    /// integrity check, the audit chain, every document's object, every
+    /// installed payload against its signed index, the search index in step.
+    /// Exits non-zero when anything fails.
+    Verify {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Re-hash every payload file (default: each file present, regular
+        /// and of its signed size).
+        #[arg(long)]
+        full: bool,
+    },
     /// Rebuild the search index from the database.
     Reindex {
         /// Data directory.
@@ -742,7 +755,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             // Creates the staging lock file now, so a refused import later changes nothing.
             agent::StagingLock::take(&d.staging())?;
             let public = identity::create(&d.identity_dir())?;
-            Store::open(&d.database())?;
+            Store::create(&d.database(), &public.did)?;
             api::tls::ensure(&d.tls_dir(), &[])?;
             bundles::fsutil::atomic_write(
                 &d.marker(),
@@ -796,7 +809,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Packs { data } => {
             let d = DataDir::new(&data);
             d.check_initialised()?;
-            let rows: Vec<PackRow> = Store::open(&d.database())?
+            let rows: Vec<PackRow> = d
+                .open_store()?
                 .bundles(Some("pack"))?
                 .into_iter()
                 .map(|b| PackRow {
@@ -818,7 +832,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Bundles { data } => {
             let d = DataDir::new(&data);
             d.check_initialised()?;
-            let rows = Store::open(&d.database())?.bundles(None)?;
+            let rows = d.open_store()?.bundles(None)?;
             out(json, &rows, |rs| {
                 rs.iter()
                     .map(|r| format!("{:8} {:40} {:12} {}", r.kind, r.name, r.version, r.cid))
@@ -833,7 +847,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let d = DataDir::new(&data);
             d.check_initialised()?;
             let v = match &against {
-                None => Store::open(&d.database())?.audit_verify()?,
+                None => d.open_store()?.audit_verify()?,
                 Some(file) => report::verify_against(&open(&data)?, &d, file)?,
             };
             out(json, &v, |v| {
@@ -866,7 +880,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let d = DataDir::new(&data);
             d.check_initialised()?;
-            let entries = Store::open(&d.database())?.audit_entries()?;
+            let entries = d.open_store()?.audit_entries()?;
             out(json, &entries, |es| {
                 es.iter()
                     .map(|e| {
@@ -957,6 +971,35 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             product,
             show,
         } => work::locks(json, &data, product, show),
+        Command::Verify { data, full } => {
+            let a = open(&data)?;
+            let depth = if full {
+                appliance::Depth::Digests
+            } else {
+                appliance::Depth::Sizes
+            };
+            let health = a.verify(depth);
+            out(json, &health, |h| {
+                h.checks
+                    .iter()
+                    .map(|(name, ok, detail)| {
+                        format!("{} {name}: {detail}", if *ok { "ok  " } else { "FAIL" })
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+            let failed: Vec<&str> = health
+                .checks
+                .iter()
+                .filter(|c| !c.1)
+                .map(|c| c.0.as_str())
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Unhealthy(failed.join(", ")))
+            }
+        }
         Command::Reindex { data } => {
             let mut a = open(&data)?;
             let n = a.reindex()?;

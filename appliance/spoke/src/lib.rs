@@ -52,6 +52,9 @@ pub enum Error {
     /// The request conflicts with what exists (a non-empty target directory).
     #[error("{0}")]
     Conflict(String),
+    /// `spoke verify` found problems; the checks it printed say which.
+    #[error("the data directory failed these checks: {0}; see each check's detail above")]
+    Unhealthy(String),
 }
 
 impl Error {
@@ -68,6 +71,7 @@ impl Error {
             Error::Usage(_) => "usage",
             Error::Backup(_) => "backup",
             Error::Conflict(_) => "conflict",
+            Error::Unhealthy(_) => "unhealthy",
         }
     }
 }

@@ -223,7 +223,7 @@ pub fn running_version() -> Option<semver::Version> {
 
 /// The OS bundles installed in `data`, newest first.
 pub fn available(data: &DataDir) -> Result<Vec<InstalledBundle>, Error> {
-    let store = Store::open(&data.database())?;
+    let store = data.open_store()?;
     let mut all = store.bundles(Some("os"))?;
     all.sort_by_key(|b| std::cmp::Reverse(semver::Version::parse(&b.version).ok()));
     Ok(all)
@@ -240,7 +240,7 @@ pub fn install(
     active: char,
     running: Option<&semver::Version>,
 ) -> Result<Installed, Error> {
-    let store = Store::open(&data.database())?;
+    let store = data.open_store()?;
     let all = available(data)?;
     let os = match version {
         Some(v) => all.into_iter().find(|b| b.version == v.to_string()),
@@ -443,7 +443,7 @@ mod tests {
     #[test]
     fn preflight_checks_version_packs_and_schema() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut store = Store::create(&dir.path().join("db.sqlite"), "did:key:test").unwrap();
         let pack = bundle(
             "pack",
             "@eu/rules",

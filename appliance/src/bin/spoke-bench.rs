@@ -246,8 +246,9 @@ fn bench_path() {
     // The full appliance path: products in SQLite, evaluate all, write records and locks.
     let dir = tempfile::tempdir().expect("tempdir");
     let data = DataDir::new(dir.path());
-    std::fs::write(data.marker(), "{}").expect("marker");
-    let mut store = Store::open(&data.database()).expect("store");
+    let did = "did:key:spoke-bench";
+    std::fs::write(data.marker(), format!("{{\"did\":\"{did}\"}}")).expect("marker");
+    let mut store = Store::create(&data.database(), did).expect("store");
     let mut bundles = Vec::new();
     let mut tables = Vec::new();
     for (i, pack) in packs.logic.iter().enumerate() {
