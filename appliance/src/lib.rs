@@ -230,12 +230,14 @@ impl DataDir {
         let store = Store::open(&self.database())?;
         match store.spoke()? {
             Some(owner) if owner == did => {}
-            Some(owner) => return Err(Error::StateLost {
-                what: format!(
+            Some(owner) => {
+                return Err(Error::StateLost {
+                    what: format!(
                     "{} belongs to spoke {owner}, not to {did} (this data directory's spoke.json)",
                     self.database().display()
                 ),
-            }),
+                })
+            }
             None => {
                 tracing::info!(
                     "recording that {} belongs to {did}",
