@@ -188,8 +188,10 @@ fn every_endpoint_for_every_role_matches_the_route_table() {
 fn work_through_the_api_with_suspension_and_legal_hold() {
     let env = Env::new();
     let d = spoke_with_users(&env);
+    env.add_admins(&d, &["counsel"], PASSWORD);
     let s = serve(&env, &d, &["--rate-limit", "0", "--max-upload", "2000"]);
     let admin = login(&s, "admin");
+    let counsel = login(&s, "counsel");
     let editor = login(&s, "editor");
 
     let product = json!({"id": "api-toner", "kind": "product", "name": "API Toner", "category": "hair_rinse_off",
@@ -357,14 +359,31 @@ fn work_through_the_api_with_suspension_and_legal_hold() {
         "leaving legal hold needs the clearance: {:?}",
         r.body
     );
-    let r = send(
-        &s,
-        "PUT",
-        "/api/v1/lifecycle",
-        &admin,
-        json!({"state": "ACTIVE", "reason": "court order 2026/17 lifted"}),
+    // Two administrators release it: the first asks (202), the same one
+    // cannot confirm, another one does.
+    let release = json!({"state": "ACTIVE", "reason": "court order 2026/17 lifted"});
+    let r = send(&s, "PUT", "/api/v1/lifecycle", &admin, release.clone());
+    assert_eq!(
+        (r.status, &r.body["result"], &r.body["state"]),
+        (202, &json!("release_requested"), &json!("LEGAL_HOLD")),
+        "{:?}",
+        r.body
     );
-    assert_eq!(r.body["state"], "ACTIVE");
+    assert_eq!(r.body["release_request"]["by"], "admin");
+    let r = send(&s, "PUT", "/api/v1/lifecycle", &admin, release.clone());
+    assert_eq!((r.status, r.kind()), (409, "conflict"), "{:?}", r.body);
+    assert_eq!(
+        get(&s, "/api/v1/lifecycle", &admin).body["state"],
+        "LEGAL_HOLD"
+    );
+    let r = send(&s, "PUT", "/api/v1/lifecycle", &counsel, release);
+    assert_eq!(
+        (r.status, &r.body["state"]),
+        (200, &json!("ACTIVE")),
+        "{:?}",
+        r.body
+    );
+    assert!(r.body["cooling_off_until"].is_string(), "{:?}", r.body);
     assert_eq!(
         call(
             &s,

@@ -102,10 +102,118 @@ fn export_writes_open_formats_with_a_signed_receipt() {
         .fails_with("conflict");
 }
 
+const COUNSEL: [&str; 2] = ["counsel-a", "counsel-b"];
+const PASSWORD: &str = "a long enough passphrase";
+
+#[test]
+fn leaving_legal_hold_takes_two_administrators_and_starts_a_cooling_off() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    env.add_admins(&d, &COUNSEL, PASSWORD);
+    let as_admin = |admin: &str, args: &[&str]| {
+        let mut a = vec!["lifecycle", "--data", &d, "--as", admin];
+        a.extend_from_slice(args);
+        env.spoke_stdin(&a, &format!("{PASSWORD}\n"))
+    };
+    let view = || env.spoke(&["lifecycle", "--data", &d]).ok();
+    assert_eq!(view()["cooling_off_days"], 30, "the default");
+    env.spoke(&[
+        "lifecycle",
+        "--data",
+        &d,
+        "--set",
+        "LEGAL_HOLD",
+        "--reason",
+        "case 7",
+    ])
+    .ok();
+    let release = ["--set", "ACTIVE", "--reason", "case 7 settled"];
+    let asked = as_admin(COUNSEL[0], &release).ok();
+    assert_eq!(asked["result"], "release_requested", "{asked}");
+    assert_eq!(view()["state"], "LEGAL_HOLD");
+    assert_eq!(view()["release_request"]["by"], COUNSEL[0]);
+    // The same person twice is one person; so is the console after itself.
+    let msg = as_admin(COUNSEL[0], &release).fails_with("conflict");
+    assert!(msg.contains("another administrator"), "{msg}");
+    // A wrong password is a failed sign-in, not a confirmation.
+    env.spoke_stdin(
+        &[
+            "lifecycle",
+            "--data",
+            &d,
+            "--as",
+            COUNSEL[1],
+            "--set",
+            "ACTIVE",
+            "--reason",
+            "x",
+        ],
+        "wrong password\n",
+    )
+    .fails_with("unauthenticated");
+    // The hold cannot be shortened into a quick destruction meanwhile.
+    env.spoke(&["lifecycle", "--data", &d, "--cooling-off-days", "0"])
+        .fails_with("conflict");
+    let done = as_admin(COUNSEL[1], &release).ok();
+    assert_eq!(
+        (&done["result"], &done["state"]),
+        (&serde_json::json!("changed"), &serde_json::json!("ACTIVE")),
+        "{done}"
+    );
+    let until = done["cooling_off_until"].as_str().unwrap().to_string();
+    let msg = env
+        .spoke(&["decommission", "notice", "--data", &d])
+        .fails_with("conflict");
+    assert!(msg.contains("cooling-off") && msg.contains(&until), "{msg}");
+    let msg = env
+        .spoke(&["lifecycle", "--data", &d, "--cooling-off-days", "0"])
+        .fails_with("conflict");
+    assert!(msg.contains(&until), "{msg}");
+    // Lengthening is always allowed.
+    assert_eq!(
+        env.spoke(&["lifecycle", "--data", &d, "--cooling-off-days", "60"])
+            .ok()["cooling_off_days"],
+        60
+    );
+    // The audit log names both people and the clearance.
+    let audit = env.spoke(&["audit", "list", "--data", &d]).ok();
+    let set = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["action"] == "lifecycle.set")
+        .unwrap()
+        .clone();
+    let detail: serde_json::Value = match &set["detail"] {
+        serde_json::Value::String(s) => serde_json::from_str(s).unwrap(),
+        v => v.clone(),
+    };
+    assert_eq!(
+        (
+            &detail["requested_by"],
+            &detail["confirmed_by"],
+            &detail["reason"]
+        ),
+        (
+            &serde_json::json!(COUNSEL[0]),
+            &serde_json::json!(COUNSEL[1]),
+            &serde_json::json!("case 7 settled")
+        ),
+        "{set}"
+    );
+    assert_eq!(set["actor"], COUNSEL[1]);
+    env.spoke(&["audit", "verify", "--data", &d]).ok();
+}
+
 #[test]
 fn decommissioning_phases_legal_hold_and_destruction_certificate() {
     let env = Env::new();
     let d = env.sample_spoke("spoke");
+    env.add_admins(&d, &COUNSEL, PASSWORD);
+    // No cooling-off after a release here (its own test below).
+    env.spoke(&["lifecycle", "--data", &d, "--cooling-off-days", "0"])
+        .ok();
     let dec = |args: &[&str]| {
         let mut a = vec!["decommission"];
         a.extend_from_slice(args);
@@ -156,16 +264,7 @@ fn decommissioning_phases_legal_hold_and_destruction_certificate() {
     // LEGAL_HOLD blocks decommissioning from the start.
     legal_hold("case 42");
     dec(&["notice"]).fails_with("conflict");
-    env.spoke(&[
-        "lifecycle",
-        "--data",
-        &d,
-        "--set",
-        "ACTIVE",
-        "--reason",
-        "cleared",
-    ])
-    .ok();
+    env.release_hold(&d, COUNSEL, PASSWORD, "ACTIVE", "cleared");
 
     // NOTICE: still active, can be cancelled.
     let s = dec(&["notice"]).ok();
@@ -204,16 +303,7 @@ fn decommissioning_phases_legal_hold_and_destruction_certificate() {
     let msg = destroy(&[]).fails_with("conflict");
     assert!(msg.contains("LEGAL_HOLD"), "{msg}");
     assert!(env.path("spoke/db/spoke.sqlite").exists());
-    env.spoke(&[
-        "lifecycle",
-        "--data",
-        &d,
-        "--set",
-        "SUSPENDED",
-        "--reason",
-        "cleared 43",
-    ])
-    .ok();
+    env.release_hold(&d, COUNSEL, PASSWORD, "SUSPENDED", "cleared 43");
 
     // The certificate may not be written into what is destroyed.
     let inside = env.s("spoke/cert.json");

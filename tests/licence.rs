@@ -1,6 +1,8 @@
-//! Licences: a product bundle carries a licence for one spoke; its plan's
-//! limits are enforced, another spoke refuses it, and an expired licence
-//! suspends the spoke until a renewed one arrives on a medium.
+//! Licences: a product bundle carries a licence for one spoke, or licences
+//! are published on their own beside one product bundle many spokes share;
+//! a plan's limits are enforced, another spoke's licence is refused (inside
+//! a product bundle) or skipped (on its own), and an expired licence
+//! suspends the spoke until a renewed one arrives.
 
 mod common;
 
@@ -44,6 +46,119 @@ fn products(env: &Env, n: usize, prefix: &str) -> String {
     let f = env.path(&format!("{prefix}.json"));
     std::fs::write(&f, serde_json::to_vec(&list).unwrap()).unwrap();
     f.display().to_string()
+}
+
+/// `hub product licence` for the spoke at `data`, published; returns the
+/// bundle's name.
+fn publish_licence(env: &Env, data: &str, plan: &str, expires: &str) -> String {
+    let manifest = common::root().join("bundles/examples/products/eurocomply-cosmetics.yaml");
+    let bundle = env.s(&format!("licence-{data}-{expires}.bundle"));
+    let built = env
+        .hub(&[
+            "product",
+            "licence",
+            &manifest.display().to_string(),
+            "--spoke",
+            &did(env, data),
+            "--plan",
+            plan,
+            "--expires",
+            expires,
+            "--out",
+            &bundle,
+        ])
+        .ok();
+    env.publish(&bundle, &[]);
+    built["name"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn one_repository_serves_many_spokes_each_with_its_own_licence() {
+    let env = Env::new();
+    env.publish_examples();
+    // One product bundle for everyone, and a licence per spoke beside it.
+    let manifest = common::root().join("bundles/examples/products/eurocomply-cosmetics.yaml");
+    env.product_publish(
+        &manifest.display().to_string(),
+        &env.s("product.bundle"),
+        &[],
+    );
+    let plans = [("a", "starter"), ("b", "growth"), ("c", "scale")];
+    for (data, plan) in plans {
+        env.spoke_init(data);
+        let name = publish_licence(&env, data, plan, "2099-12-31");
+        assert!(
+            !name.contains(':'),
+            "names become file names on FAT media: {name}"
+        );
+    }
+    let (_hub, url) = env.hub_serve(&[]);
+    let plan_of =
+        |data: &str| env.spoke(&["status", "--data", &env.s(data)]).ok()["licence"].clone();
+    // a and b pull over the network, c takes a stick: each gets everything
+    // but the other two licences, and runs under its own plan.
+    for data in ["a", "b"] {
+        let r = env
+            .spoke(&[
+                "sync",
+                "--data",
+                &env.s(data),
+                "--from",
+                &url,
+                "--retries",
+                "0",
+            ])
+            .ok();
+        assert_eq!(r["not_for_this_spoke"], 2, "{r}");
+    }
+    env.export("usb", &[]);
+    let r = env.import("c", "usb").ok();
+    assert_eq!(r["not_for_this_spoke"], 2, "{r}");
+    for (data, plan) in plans {
+        assert_eq!(plan_of(data)["plan"], plan, "{data}");
+        assert_eq!(plan_of(data)["expires"], "2099-12-31", "{data}");
+    }
+    let limits = plan_of("a");
+    assert_eq!(limits["max_products"], 50);
+
+    // A renewal for a reaches a alone; b's next sync finds nothing new.
+    publish_licence(&env, "a", "growth", "2100-06-30");
+    let r = env
+        .spoke(&[
+            "sync",
+            "--data",
+            &env.s("a"),
+            "--from",
+            &url,
+            "--retries",
+            "0",
+        ])
+        .ok();
+    assert_eq!(r["installed"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(
+        (&plan_of("a")["plan"], &plan_of("a")["expires"]),
+        (
+            &serde_json::json!("growth"),
+            &serde_json::json!("2100-06-30")
+        )
+    );
+    let r = env
+        .spoke(&[
+            "sync",
+            "--data",
+            &env.s("b"),
+            "--from",
+            &url,
+            "--retries",
+            "0",
+        ])
+        .ok();
+    assert_eq!(r["installed"], serde_json::json!([]), "{r}");
+    assert_eq!(plan_of("b")["plan"], "growth");
+    assert!(env
+        .audit_actions(&env.s("a"))
+        .iter()
+        .any(|a| a == "licence.bundle"));
 }
 
 #[test]

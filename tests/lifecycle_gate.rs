@@ -31,7 +31,16 @@ fn views(env: &Env, d: &str) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+const COUNSEL: [&str; 2] = ["counsel-a", "counsel-b"];
+const COUNSEL_PASSWORD: &str = "a long enough passphrase";
+
+/// Sets the lifecycle state; leaving LEGAL_HOLD takes the two
+/// administrators in [`COUNSEL`] (made before the hold).
 fn set_lifecycle(env: &Env, d: &str, state: &str, reason: &str) {
+    if env.spoke(&["lifecycle", "--data", d]).ok()["state"] == "LEGAL_HOLD" && state != "LEGAL_HOLD"
+    {
+        return env.release_hold(d, COUNSEL, COUNSEL_PASSWORD, state, reason);
+    }
     let out = env
         .spoke(&["lifecycle", "--data", d, "--set", state, "--reason", reason])
         .ok();
@@ -56,6 +65,7 @@ fn legal_hold_and_suspended_refuse_imports_and_model_switches_before_writing_any
     let first = model_src(&env, "minilm-1", "tiny-minilm", "0.1.0", "embedding", 0);
     publish_model(&env, &first, "minilm-1.bundle");
     let d = env.stock_spoke("spoke");
+    env.add_admins(&d, &COUNSEL, COUNSEL_PASSWORD);
     env.spoke(&["eval", "--data", &d, "--all"]).ok();
     // A later model version, installed while ACTIVE; it waits for activation.
     let second = model_src(&env, "minilm-2", "tiny-minilm", "0.2.0", "embedding", 0);
@@ -173,6 +183,7 @@ fn while_held_access_can_be_given_only_read_only_and_sign_in_still_works() {
     };
     add("erin", "editor").ok();
     add("ada", "admin").ok();
+    env.add_admins(&d, &COUNSEL, COUNSEL_PASSWORD);
     for (state, reason) in [("LEGAL_HOLD", "case 42"), ("SUSPENDED", "case 42 closed")] {
         set_lifecycle(&env, &d, state, reason);
         let audit_before = env.audit_actions(&d).len();

@@ -100,6 +100,13 @@ pub trait Registry {
     fn accepting(&self) -> Result<(), RegistryError>;
     /// Whether a bundle with this CID is already installed.
     fn has(&self, cid: &str) -> Result<bool, RegistryError>;
+    /// Whether this spoke takes the bundle at all, judged on its signed
+    /// targets entry before anything of it is fetched or staged (another
+    /// spoke's licence: no). Bundles it does not want are skipped, not
+    /// refused, so one repository serves many spokes.
+    fn wants(&self, _bundle: &Published) -> bool {
+        true
+    }
     /// Records bundles atomically (all or none), or refuses them.
     fn record(&mut self, bundles: &[VerifiedBundle]) -> Result<(), RegistryError>;
 }
@@ -128,6 +135,9 @@ pub struct ImportReport {
     pub already_installed: Vec<Published>,
     /// Bundles the signed metadata lists but the medium does not carry.
     pub not_on_medium: usize,
+    /// Bundles for other spokes (their licences), skipped.
+    #[serde(default)]
+    pub not_for_this_spoke: usize,
     /// Chunks taken from the medium.
     pub chunks_copied: usize,
     /// Chunks an interrupted earlier run had already verified and staged.
@@ -195,6 +205,8 @@ pub struct PreviewBundle {
     pub on_medium: bool,
     /// Whether this spoke already has it.
     pub already_installed: bool,
+    /// Whether it is for this spoke (another spoke's licence is not).
+    pub for_this_spoke: bool,
 }
 
 /// Opens (and decrypts) a medium and verifies its signed metadata against
@@ -213,6 +225,7 @@ pub fn preview(
         out.push(PreviewBundle {
             on_medium: verified.has_index(p),
             already_installed: registry.has(&p.cid).map_err(Error::Registry)?,
+            for_this_spoke: registry.wants(p),
             published: p.clone(),
         });
     }
@@ -288,7 +301,12 @@ fn install_staged(
     let mut new = Vec::new();
     let mut already = Vec::new();
     let mut not_on_medium = 0;
+    let mut not_for_this_spoke = 0;
     for p in &verified.bundles {
+        if !registry.wants(p) {
+            not_for_this_spoke += 1;
+            continue;
+        }
         if !verified.has_index(p) {
             not_on_medium += 1;
             continue;
@@ -343,6 +361,7 @@ fn install_staged(
         installed: new.into_iter().map(|b| b.published).collect(),
         already_installed: already,
         not_on_medium,
+        not_for_this_spoke,
         chunks_copied: staged_chunks.len(),
         resumed_chunks,
         root_version: verified.new_state.root()?.signed.version.get(),

@@ -240,7 +240,7 @@ pub fn sync(
     let mirrored = mirror.chunks();
     let mut resumed = 0;
     for p in &verified.bundles {
-        if registry.has(&p.cid).map_err(Error::Registry)? {
+        if !registry.wants(p) || registry.has(&p.cid).map_err(Error::Registry)? {
             continue;
         }
         if !verified.has_index(p) {

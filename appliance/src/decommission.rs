@@ -48,7 +48,8 @@ fn refuse_under_hold(state: Lifecycle) -> Result<(), Error> {
     if state == Lifecycle::LegalHold {
         return Err(Error::Conflict(
             "the spoke is under LEGAL_HOLD: nothing may be decommissioned or destroyed until \
-             legal clearance (`spoke lifecycle --set ACTIVE --reason CLEARANCE`)"
+             legal clearance, released by two administrators (`spoke lifecycle --set ACTIVE \
+             --reason CLEARANCE --as ADMIN`, then the same by another administrator)"
                 .into(),
         ));
     }
@@ -126,6 +127,12 @@ impl Appliance {
     pub fn decommission_notice(&mut self, actor: &Actor) -> Result<Decommission, Error> {
         actor.require(Permission::Admin)?;
         refuse_under_hold(self.store.lifecycle()?)?;
+        if let Some(until) = self.cooling_off_until()? {
+            return Err(Error::Conflict(format!(
+                "the LEGAL_HOLD was released less than {} days ago: decommissioning cannot start before {until} (the cooling-off period, `spoke lifecycle --cooling-off-days`)",
+                self.cooling_off_days()?
+            )));
+        }
         if let Some(d) = self.decommission()? {
             return Err(Error::Conflict(format!(
                 "decommissioning already started (phase {:?} since {}); `spoke decommission cancel` to stop it",

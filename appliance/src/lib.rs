@@ -33,7 +33,10 @@ pub mod throttle;
 
 pub use auth::{Actor, Permission, Role};
 pub use payloads::Depth;
-pub use service::{Appliance, Health};
+pub use service::{
+    Appliance, Health, LifecycleChange, LifecycleView, ReleaseRequest, DEFAULT_COOLING_OFF_DAYS,
+    RELEASE_REQUEST_HOURS,
+};
 pub use store::{InstalledBundle, Lifecycle, Store, SCHEMA_VERSION};
 
 use std::path::{Path, PathBuf};
@@ -94,7 +97,7 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     /// The spoke is not ACTIVE, so nothing may change.
-    #[error("the spoke is {0}: reads and exports work, but nothing that changes what evaluations use or what is kept can happen (imports, pack changes, model switches, data edits), and access can be given only read-only (viewer or auditor users and tokens; no support grants). An administrator must set it ACTIVE first: `spoke lifecycle --data DIR --set ACTIVE --reason WHY` (leaving LEGAL_HOLD needs the legal clearance as the reason)")]
+    #[error("the spoke is {0}: reads and exports work, but nothing that changes what evaluations use or what is kept can happen (imports, pack changes, model switches, data edits), and access can be given only read-only (viewer or auditor users and tokens; no support grants). An administrator must set it ACTIVE first: `spoke lifecycle --data DIR --set ACTIVE --reason WHY` (leaving LEGAL_HOLD needs the legal clearance as the reason, and a second administrator to confirm it)")]
     ReadOnly(Lifecycle),
     /// The caller is authenticated but lacks the permission.
     #[error("{0}")]

@@ -1,4 +1,6 @@
-//! The licence a product bundle carries for this spoke: its plan's limits
+//! The licence this spoke runs under (carried by a product bundle, or
+//! published on its own as a licence bundle beside a product bundle many
+//! spokes share): its plan's limits
 //! (products, users) are enforced with a clear message, and when it expires
 //! the spoke turns SUSPENDED (reads work, nothing is lost) until a medium
 //! brings a renewed one. A spoke without a licence (development, samples)
@@ -64,6 +66,29 @@ impl Terms {
     pub fn in_force(&self) -> bool {
         !self.expired(&crate::compliance::today())
     }
+}
+
+/// Licence bundles this spoke took (its own; others are never fetched),
+/// installed or superseded by a newer one in the same import.
+pub(crate) const MIGRATION: &str = "CREATE TABLE licence_bundles (
+    cid         TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    licence     TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);";
+
+/// A verified licence bundle for this spoke, as the importer hands it over.
+#[derive(Debug, Clone)]
+pub struct LicenceBundle {
+    /// Its CID.
+    pub cid: String,
+    /// Its name (`PRODUCT/KEY`).
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The licence (its signed manifest).
+    pub licence: serde_json::Value,
 }
 
 /// A settings row's value, if set.
@@ -148,6 +173,38 @@ impl Appliance {
         })?;
         self.apply_licence(actor)?;
         Ok(terms)
+    }
+
+    /// Records the licence bundles an import brought for this spoke (the
+    /// licence itself is installed by [`Appliance::install_licence`]).
+    pub fn record_licence_bundles(
+        &mut self,
+        actor: &Actor,
+        bundles: &[LicenceBundle],
+    ) -> Result<(), Error> {
+        if bundles.is_empty() {
+            return Ok(());
+        }
+        let now = crate::store::now();
+        self.store.write(actor, Class::Admin, |tx| {
+            let mut audits = Vec::new();
+            for b in bundles {
+                tx.execute(
+                    "INSERT OR IGNORE INTO licence_bundles (cid, name, version, licence, recorded_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![b.cid, b.name, b.version, b.licence.to_string(), now],
+                )
+                .map_err(tx_db)?;
+                audits.push(Audit {
+                    action: "licence.bundle",
+                    target: b.cid.clone(),
+                    detail: serde_json::json!({ "name": b.name, "version": b.version,
+                        "expires": b.licence.get("expires") }),
+                });
+            }
+            Ok(((), audits, vec![]))
+        })?;
+        Ok(())
     }
 
     /// Suspends the spoke when its licence has lapsed, and reactivates it when

@@ -29,6 +29,68 @@ pub struct Appliance {
     pub(crate) payloads: crate::payloads::Payloads,
 }
 
+/// How long a request to release a LEGAL_HOLD waits for a second
+/// administrator.
+pub const RELEASE_REQUEST_HOURS: i64 = 24;
+
+/// Days after a LEGAL_HOLD release in which decommissioning cannot start,
+/// unless configured otherwise (`spoke lifecycle --cooling-off-days`):
+/// time for counsel to reverse a mistaken release before anything can be
+/// destroyed.
+pub const DEFAULT_COOLING_OFF_DAYS: u32 = 30;
+
+/// What a lifecycle request did.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum LifecycleChange {
+    /// The state changed.
+    Changed {
+        /// The new state.
+        state: Lifecycle,
+    },
+    /// Leaving LEGAL_HOLD was asked for; another administrator must confirm.
+    ReleaseRequested {
+        /// The request.
+        request: ReleaseRequest,
+    },
+}
+
+/// The lifecycle state as `spoke lifecycle` and `GET /api/v1/lifecycle`
+/// show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LifecycleView {
+    /// The state.
+    pub state: Lifecycle,
+    /// A release of the LEGAL_HOLD waiting for a second administrator.
+    pub release_request: Option<ReleaseRequest>,
+    /// Days after a release in which decommissioning cannot start.
+    pub cooling_off_days: u32,
+    /// When the running cooling-off period ends, if one runs.
+    pub cooling_off_until: Option<String>,
+}
+
+/// A pending request to release the LEGAL_HOLD.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ReleaseRequest {
+    /// The administrator who asked.
+    pub by: String,
+    /// The state asked for.
+    pub to: Lifecycle,
+    /// The legal clearance given.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+impl ReleaseRequest {
+    fn expired(&self) -> bool {
+        self.at.parse::<jiff::Timestamp>().map_or(true, |at| {
+            jiff::Timestamp::now().duration_since(at)
+                > jiff::SignedDuration::from_hours(RELEASE_REQUEST_HOURS)
+        })
+    }
+}
+
 /// The result of a deep health check.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Health {
@@ -273,43 +335,215 @@ impl Appliance {
             .collect())
     }
 
-    /// Changes the lifecycle state (admin only). Leaving LEGAL_HOLD needs a
-    /// reason (the legal clearance reference).
+    /// Changes the lifecycle state (admin only). Leaving LEGAL_HOLD takes
+    /// two administrators: the first asks, with the legal clearance as the
+    /// reason ([`LifecycleChange::ReleaseRequested`]); another one confirms
+    /// it within [`RELEASE_REQUEST_HOURS`] by asking for the same state
+    /// ([`LifecycleChange::Changed`]). The same person asking again is
+    /// refused. Each step is audited; the release starts the cooling-off
+    /// period in which decommissioning cannot start.
     pub fn set_lifecycle(
         &mut self,
         actor: &Actor,
         to: Lifecycle,
         reason: &str,
-    ) -> Result<Lifecycle, Error> {
+    ) -> Result<LifecycleChange, Error> {
         actor.require(Permission::Admin)?;
         let from = self.store.lifecycle()?;
-        if from == Lifecycle::LegalHold && to != Lifecycle::LegalHold && reason.trim().is_empty() {
+        let release = from == Lifecycle::LegalHold && to != Lifecycle::LegalHold;
+        if release && reason.trim().is_empty() {
             return Err(Error::Invalid(
                 "leaving LEGAL_HOLD needs the legal clearance as the reason".into(),
             ));
         }
+        let pending = if release {
+            self.release_request()?
+                .filter(|r| r.to == to && !r.expired())
+        } else {
+            None
+        };
+        if release {
+            match pending {
+                Some(r) if r.by == actor.name => {
+                    return Err(Error::Conflict(format!(
+                        "{} already asked to release the LEGAL_HOLD (to {}, at {}): another administrator must confirm it",
+                        r.by, r.to, r.at
+                    )))
+                }
+                Some(_) => {}
+                None => return self.request_release(actor, to, reason),
+            }
+        }
         self.store.write(actor, Class::Admin, |tx| {
-            tx.execute(
-                "UPDATE settings SET value = ?1 WHERE key = 'lifecycle'",
-                [to.as_str()],
-            )
-            .map_err(crate::store::tx_db)?;
+            let set = |key: &str, value: &str| {
+                tx.execute(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = ?2",
+                    [key, value],
+                )
+                .map_err(crate::store::tx_db)
+            };
+            set("lifecycle", to.as_str())?;
             // The state is now the administrator's, not the licence's: a
             // renewed licence no longer lifts it (nor may a medium bringing
             // one be installed through it).
-            tx.execute("DELETE FROM settings WHERE key = 'suspended_by'", [])
-                .map_err(crate::store::tx_db)?;
+            tx.execute(
+                "DELETE FROM settings WHERE key IN ('suspended_by', 'hold_release')",
+                [],
+            )
+            .map_err(crate::store::tx_db)?;
+            let mut detail =
+                serde_json::json!({ "from": from.as_str(), "reason": reason, "at": now() });
+            if let Some(r) = &pending {
+                set("hold_released_at", &now())?;
+                detail["requested_by"] = r.by.clone().into();
+                detail["request_reason"] = r.reason.clone().into();
+                detail["confirmed_by"] = actor.name.clone().into();
+            }
             Ok((
                 (),
                 vec![Audit {
                     action: "lifecycle.set",
                     target: to.as_str().into(),
-                    detail: serde_json::json!({ "from": from.as_str(), "reason": reason, "at": now() }),
+                    detail,
                 }],
                 vec![],
             ))
         })?;
-        Ok(to)
+        Ok(LifecycleChange::Changed { state: to })
+    }
+
+    /// The lifecycle state with its pending release and cooling-off period.
+    pub fn lifecycle_view(&self) -> Result<LifecycleView, Error> {
+        Ok(LifecycleView {
+            state: self.store.lifecycle()?,
+            release_request: self.release_request()?.filter(|r| !r.expired()),
+            cooling_off_days: self.cooling_off_days()?,
+            cooling_off_until: self.cooling_off_until()?,
+        })
+    }
+
+    /// The pending request to release the LEGAL_HOLD, if any.
+    pub fn release_request(&self) -> Result<Option<ReleaseRequest>, Error> {
+        crate::licence::setting(self.store.conn(), "hold_release")
+            .map_err(self.store.db())?
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|e| {
+                    Error::DataDir(format!(
+                        "the stored LEGAL_HOLD release request is unreadable: {e}"
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    fn request_release(
+        &mut self,
+        actor: &Actor,
+        to: Lifecycle,
+        reason: &str,
+    ) -> Result<LifecycleChange, Error> {
+        let request = ReleaseRequest {
+            by: actor.name.clone(),
+            to,
+            reason: reason.to_string(),
+            at: now(),
+        };
+        let text = serde_json::to_string(&request).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.store.write(actor, Class::Admin, |tx| {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('hold_release', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = ?1",
+                [&text],
+            )
+            .map_err(crate::store::tx_db)?;
+            Ok((
+                (),
+                vec![Audit {
+                    action: "lifecycle.release_requested",
+                    target: to.as_str().into(),
+                    detail: serde_json::json!({ "reason": reason }),
+                }],
+                vec![],
+            ))
+        })?;
+        Ok(LifecycleChange::ReleaseRequested { request })
+    }
+
+    /// Days after a LEGAL_HOLD release in which decommissioning cannot
+    /// start (default [`DEFAULT_COOLING_OFF_DAYS`]).
+    pub fn cooling_off_days(&self) -> Result<u32, Error> {
+        Ok(
+            crate::licence::setting(self.store.conn(), "hold_cooling_off_days")
+                .map_err(self.store.db())?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DEFAULT_COOLING_OFF_DAYS),
+        )
+    }
+
+    /// Sets the cooling-off period (admin only). Shortening it is refused
+    /// under LEGAL_HOLD, while a release is pending and during a running
+    /// cooling-off period, so it can never cut short the one it guards.
+    pub fn set_cooling_off_days(&mut self, actor: &Actor, days: u32) -> Result<u32, Error> {
+        actor.require(Permission::Admin)?;
+        if days > 3660 {
+            return Err(Error::Invalid(format!(
+                "a cooling-off period of {days} days is over ten years; give at most 3660"
+            )));
+        }
+        let current = self.cooling_off_days()?;
+        if days < current {
+            if self.store.lifecycle()? == Lifecycle::LegalHold || self.release_request()?.is_some()
+            {
+                return Err(Error::Conflict(
+                    "the cooling-off period cannot be shortened under LEGAL_HOLD".into(),
+                ));
+            }
+            if let Some(until) = self.cooling_off_until()? {
+                return Err(Error::Conflict(format!(
+                    "the cooling-off period after the last LEGAL_HOLD release runs until {until}; it cannot be shortened before then"
+                )));
+            }
+        }
+        self.store.write(actor, Class::Admin, |tx| {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('hold_cooling_off_days', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = ?1",
+                [days.to_string()],
+            )
+            .map_err(crate::store::tx_db)?;
+            Ok((
+                (),
+                vec![Audit {
+                    action: "lifecycle.cooling_off",
+                    target: "spoke".into(),
+                    detail: serde_json::json!({ "from_days": current, "to_days": days }),
+                }],
+                vec![],
+            ))
+        })?;
+        Ok(days)
+    }
+
+    /// When the cooling-off period after the last LEGAL_HOLD release ends,
+    /// if it has not yet.
+    pub(crate) fn cooling_off_until(&self) -> Result<Option<String>, Error> {
+        let Some(released) = crate::licence::setting(self.store.conn(), "hold_released_at")
+            .map_err(self.store.db())?
+        else {
+            return Ok(None);
+        };
+        let released: jiff::Timestamp = released.parse().map_err(|e| {
+            Error::DataDir(format!(
+                "the stored LEGAL_HOLD release time is unreadable: {e}"
+            ))
+        })?;
+        let until = released
+            .checked_add(jiff::SignedDuration::from_hours(
+                24 * i64::from(self.cooling_off_days()?),
+            ))
+            .map_err(|e| Error::DataDir(format!("cooling-off period: {e}")))?;
+        Ok((jiff::Timestamp::now() < until).then(|| until.to_string()))
     }
 
     /// Row counts per table, for metrics and status (numbers only, never content).

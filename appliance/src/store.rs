@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// partition's. A database one version ahead (written by the next OS before
 /// a fallback) is opened without migrating: every migration must leave the
 /// previous build able to read and write the database.
-pub const SCHEMA_VERSION: usize = 7;
+pub const SCHEMA_VERSION: usize = 8;
 
 /// Schema history; append only, never edit a released migration.
 fn migrations() -> Migrations<'static> {
@@ -44,6 +44,7 @@ fn migrations() -> Migrations<'static> {
         ),
         M::up(crate::ai::MIGRATION),
         M::up(crate::throttle::MIGRATION),
+        M::up(crate::licence::MIGRATION),
     ])
 }
 
@@ -678,7 +679,8 @@ impl Store {
     pub fn has_bundle(&self, cid: &str) -> Result<bool, Error> {
         self.conn
             .query_row(
-                "SELECT EXISTS(SELECT 1 FROM bundles WHERE cid = ?1)",
+                "SELECT EXISTS(SELECT 1 FROM bundles WHERE cid = ?1)
+                     OR EXISTS(SELECT 1 FROM licence_bundles WHERE cid = ?1)",
                 [cid],
                 |r| r.get(0),
             )

@@ -312,6 +312,51 @@ pub fn build_product(
     )
 }
 
+/// Builds a licence bundle: the licence (`licence.json`) as payload and as
+/// the signed manifest, named `PRODUCT/SPOKE` after the product and the
+/// spoke's key (its did:key without the `did:key:` prefix, which
+/// [`crate::manifest::Licence::spoke_of_bundle`] reads back), so a spoke
+/// can tell from the signed targets metadata alone which licence is its
+/// own. The version defaults to the expiry date (`YYYY.M.D`), so a renewal
+/// is a newer version.
+pub fn build_licence(
+    licence: &crate::manifest::Licence,
+    version: Option<semver::Version>,
+    out: &Path,
+    opts: &BuildOptions,
+) -> Result<BuiltBundle> {
+    let version = match version {
+        Some(v) => v,
+        None => {
+            let d: jiff::civil::Date = licence.expires.parse().map_err(|_| {
+                Error::invalid(
+                    "licence",
+                    format!("expiry {:?} is not a date", licence.expires),
+                )
+            })?;
+            semver::Version::new(d.year() as u64, d.month() as u64, d.day() as u64)
+        }
+    };
+    let data = crate::index::canonical_json(licence)?;
+    let manifest =
+        serde_json::to_value(licence).map_err(|e| Error::invalid("licence", e.to_string()))?;
+    build_files(
+        BundleKind::Licence,
+        &crate::manifest::Licence::bundle_name(&licence.product, &licence.spoke)?,
+        &version,
+        manifest,
+        Vec::new(),
+        std::iter::once(Ok(InputFile {
+            rel: "licence.json".into(),
+            mode: 0o644,
+            data,
+        })),
+        out,
+        opts,
+        &(),
+    )
+}
+
 /// Builds an OS bundle from a UKI (unified kernel image) file.
 pub fn build_os(
     uki: &Path,
@@ -509,7 +554,7 @@ fn sbom(
 ) -> serde_json::Value {
     let me = format!("{name}@{version}");
     let component_type = match kind {
-        BundleKind::Pack | BundleKind::Product => "data",
+        BundleKind::Pack | BundleKind::Product | BundleKind::Licence => "data",
         BundleKind::Model => "machine-learning-model",
         BundleKind::Os => "operating-system",
     };

@@ -32,6 +32,9 @@ pub enum BundleKind {
     Model,
     /// An OS image (UKI).
     Os,
+    /// A licence for one spoke: published on its own, so any number of
+    /// spokes share one product bundle (each takes only its own licence).
+    Licence,
 }
 
 impl BundleKind {
@@ -42,6 +45,7 @@ impl BundleKind {
             BundleKind::Product => "product",
             BundleKind::Model => "model",
             BundleKind::Os => "os",
+            BundleKind::Licence => "licence",
         }
     }
 }

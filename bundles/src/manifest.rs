@@ -296,6 +296,29 @@ pub struct Licence {
 }
 
 impl Licence {
+    /// The name of the licence bundle for `spoke` (a did:key) and `product`:
+    /// `PRODUCT/KEY`, the key being the did:key without its prefix (names
+    /// become file names on media, and FAT has no colons).
+    pub fn bundle_name(product: &str, spoke: &str) -> Result<String> {
+        let key = spoke.strip_prefix("did:key:").filter(|k| {
+            k.starts_with('z') && k.len() > 1 && k.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+        match key {
+            Some(key) => Ok(format!("{product}/{key}")),
+            None => Err(Error::invalid(
+                "licence",
+                format!("{spoke:?} is not a spoke did:key (see `spoke identity`)"),
+            )),
+        }
+    }
+
+    /// The spoke a licence bundle named `name` is for (its did:key), if
+    /// the name has the form [`Licence::bundle_name`] writes.
+    pub fn spoke_of_bundle(name: &str) -> Option<String> {
+        let (_, key) = name.rsplit_once('/')?;
+        Some(format!("did:key:{key}"))
+    }
+
     /// A licence for `spoke` on `plan` of `product`, with the plan's limits.
     pub fn for_plan(
         product: &ProductManifest,

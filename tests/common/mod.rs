@@ -384,6 +384,67 @@ impl Env {
         }
     }
 
+    /// Administrators `names` in the data directory `data` (a path), each
+    /// signing in with `password` (before a LEGAL_HOLD, which refuses them).
+    #[allow(dead_code)]
+    pub fn add_admins(&self, data: &str, names: &[&str], password: &str) {
+        for name in names {
+            self.spoke_stdin(
+                &[
+                    "users", "add", "--data", data, "--name", name, "--role", "admin",
+                ],
+                &format!("{password}\n"),
+            )
+            .ok();
+        }
+    }
+
+    /// Releases the LEGAL_HOLD of `data` (a path) to `to` as two
+    /// administrators made by [`Env::add_admins`] (`first`, then `second`),
+    /// checking that the first step alone changes nothing.
+    #[allow(dead_code)]
+    pub fn release_hold(
+        &self,
+        data: &str,
+        admins: [&str; 2],
+        password: &str,
+        to: &str,
+        reason: &str,
+    ) {
+        let step = |admin: &str| {
+            self.spoke_stdin(
+                &[
+                    "lifecycle",
+                    "--data",
+                    data,
+                    "--set",
+                    to,
+                    "--reason",
+                    reason,
+                    "--as",
+                    admin,
+                ],
+                &format!("{password}\n"),
+            )
+            .ok()
+        };
+        let asked = step(admins[0]);
+        assert_eq!(
+            (&asked["result"], &asked["state"]),
+            (
+                &serde_json::json!("release_requested"),
+                &serde_json::json!("LEGAL_HOLD")
+            ),
+            "{asked}"
+        );
+        let done = step(admins[1]);
+        assert_eq!(
+            (&done["result"], &done["state"]),
+            (&serde_json::json!("changed"), &serde_json::json!(to)),
+            "{done}"
+        );
+    }
+
     /// One user per role in the data directory `data` (a path), each named
     /// as its role and signing in with `password`.
     pub fn add_role_users(&self, data: &str, password: &str) {

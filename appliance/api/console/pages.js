@@ -110,7 +110,12 @@ function lifecycleForm(current) {
     h('div', { class: 'row' }, h('button', { type: 'submit' }, 'Set state')),
     out);
   onSubmit(form, out, async (d) => {
-    await call('PUT', '/api/v1/lifecycle', { body: { state: d.get('state'), reason: d.get('reason') } });
+    const r = await call('PUT', '/api/v1/lifecycle', { body: { state: d.get('state'), reason: d.get('reason') } });
+    if (r.result === 'release_requested') {
+      // Leaving LEGAL_HOLD takes a second administrator.
+      const q = r.release_request;
+      return h('p', { role: 'status' }, `Release to ${q.to} asked by ${q.by}. Another administrator must confirm it: sign in and set the same state.`);
+    }
     window.dispatchEvent(new Event('eurocomply:refresh'));
     return null;
   });

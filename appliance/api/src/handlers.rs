@@ -186,8 +186,7 @@ async fn status(State(s): State<AppState>) -> Res {
 }
 
 async fn lifecycle(State(s): State<AppState>) -> Res {
-    let state = s.run(|a| a.store().lifecycle()).await?;
-    ok(json!({"state": state}))
+    ok(s.run(|a| a.lifecycle_view()).await?)
 }
 
 #[derive(Deserialize)]
@@ -203,10 +202,20 @@ async fn set_lifecycle(
     Extension(actor): Extension<Actor>,
     Body(body): Body<SetLifecycle>,
 ) -> Res {
-    let state = s
-        .run(move |a| a.set_lifecycle(&actor, body.state, &body.reason))
+    let (change, view) = s
+        .run(move |a| {
+            let change = a.set_lifecycle(&actor, body.state, &body.reason)?;
+            Ok((change, a.lifecycle_view()?))
+        })
         .await?;
-    ok(json!({"state": state}))
+    let mut body = serde_json::to_value(&view).unwrap_or_default();
+    // A release waits for a second administrator: accepted, not done.
+    let status = match change {
+        appliance::LifecycleChange::Changed { .. } => StatusCode::OK,
+        appliance::LifecycleChange::ReleaseRequested { .. } => StatusCode::ACCEPTED,
+    };
+    body["result"] = serde_json::to_value(&change).unwrap_or_default()["result"].take();
+    Ok((status, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]

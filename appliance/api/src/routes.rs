@@ -83,7 +83,7 @@ pub const ROUTES: &[Route] = &[
         "PUT",
         "/api/v1/lifecycle",
         Some(Admin),
-        "Change the lifecycle state (ACTIVE, SUSPENDED, LEGAL_HOLD)",
+        "Change the lifecycle state (ACTIVE, SUSPENDED, LEGAL_HOLD); leaving LEGAL_HOLD answers 202 until a second administrator confirms",
     ),
     r(
         "GET",

@@ -226,12 +226,22 @@ pub enum Command {
         /// Data directory.
         #[arg(long)]
         data: PathBuf,
-        /// New state.
+        /// New state. Leaving LEGAL_HOLD takes two administrators: the
+        /// first asks, another confirms with the same command.
         #[arg(long)]
         set: Option<String>,
-        /// Why (required to leave LEGAL_HOLD).
+        /// Why (required to leave LEGAL_HOLD: the legal clearance).
         #[arg(long, default_value = "")]
         reason: String,
+        /// Act as this administrator (password on standard input) instead
+        /// of the local console: the two steps of a LEGAL_HOLD release must
+        /// be taken by two different administrators.
+        #[arg(long = "as", value_name = "ADMIN")]
+        as_admin: Option<String>,
+        /// Days after a LEGAL_HOLD release in which decommissioning cannot
+        /// start (default 30; never shortened while it runs or under hold).
+        #[arg(long, value_name = "DAYS")]
+        cooling_off_days: Option<u32>,
     },
     /// Version, lifecycle, kernel build, active packs and counts.
     Status {
@@ -1008,16 +1018,22 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             })
         }
         Command::Users { command } => work::users(json, command),
-        Command::Lifecycle { data, set, reason } => {
-            let mut a = open(&data)?;
-            let state = match set {
-                Some(s) => a.set_lifecycle(&Actor::cli(), s.parse()?, &reason)?,
-                None => a.store().lifecycle()?,
-            };
-            out(json, &serde_json::json!({ "state": state }), |_| {
-                format!("lifecycle {state}")
-            })
-        }
+        Command::Lifecycle {
+            data,
+            set,
+            reason,
+            as_admin,
+            cooling_off_days,
+        } => work::lifecycle(
+            json,
+            &data,
+            work::LifecycleArgs {
+                set,
+                reason,
+                as_admin,
+                cooling_off_days,
+            },
+        ),
         Command::Status { data } => {
             let a = open(&data)?;
             let status = a.status()?;

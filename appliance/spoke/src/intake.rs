@@ -9,6 +9,7 @@ use agent::sync::{SyncOptions, SyncReport};
 use agent::{ImportReport, Preview, Registry, RegistryError, VerifiedBundle};
 use appliance::changes::Change;
 use appliance::{Actor, Appliance, DataDir, InstalledBundle};
+use bundles::index::BundleKind;
 use bundles::Progress;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,10 +29,43 @@ pub(crate) struct ApplianceRegistry {
 }
 
 impl ApplianceRegistry {
+    /// This spoke's licence bundles among `bundles`, each checked to name
+    /// this spoke in its signed manifest as in its name.
+    fn own_licences(
+        &self,
+        bundles: &[VerifiedBundle],
+    ) -> Result<Vec<appliance::licence::LicenceBundle>, appliance::Error> {
+        let mut out = Vec::new();
+        for b in bundles
+            .iter()
+            .filter(|b| b.published.kind == BundleKind::Licence)
+        {
+            let spoke = b.index.manifest.get("spoke").and_then(|v| v.as_str());
+            if spoke != Some(self.did.as_str()) {
+                return Err(appliance::Error::Denied(format!(
+                    "licence bundle {}@{} is named for this spoke but its signed licence is for {}; \
+                     ask the vendor to reissue it",
+                    b.published.name,
+                    b.published.version,
+                    spoke.unwrap_or("no spoke")
+                )));
+            }
+            out.push(appliance::licence::LicenceBundle {
+                cid: b.published.cid.clone(),
+                name: b.published.name.clone(),
+                version: b.published.version.clone(),
+                licence: b.index.manifest.clone(),
+            });
+        }
+        Ok(out)
+    }
+
     fn record_all(&mut self, bundles: &[VerifiedBundle]) -> Result<(), appliance::Error> {
         let now = jiff_now();
+        let licence_bundles = self.own_licences(bundles)?;
         let rows: Vec<InstalledBundle> = bundles
             .iter()
+            .filter(|b| b.published.kind != BundleKind::Licence)
             .map(|b| InstalledBundle {
                 cid: b.published.cid.clone(),
                 kind: b.published.kind.as_str().to_string(),
@@ -49,8 +83,8 @@ impl ApplianceRegistry {
                     .pointer("/product/defaults/trust_policy/minimum_tier")
             })
             .and_then(|v| v.as_str());
-        let licence = product.and_then(|p| p.manifest.get("licence")).cloned();
-        if let Some(l) = &licence {
+        let embedded = product.and_then(|p| p.manifest.get("licence")).cloned();
+        if let Some(l) = &embedded {
             if l.get("spoke").and_then(|v| v.as_str()) != Some(self.did.as_str()) {
                 return Err(appliance::Error::Denied(format!(
                     "this product medium carries a licence for another spoke ({}); \
@@ -60,6 +94,18 @@ impl ApplianceRegistry {
                 )));
             }
         }
+        // The licence that runs longest among those this import brings.
+        let licence = embedded
+            .into_iter()
+            .chain(licence_bundles.iter().map(|b| b.licence.clone()))
+            .max_by(|a, b| {
+                let expires = |l: &serde_json::Value| {
+                    l.get("expires")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                };
+                expires(a).cmp(&expires(b))
+            });
         self.app.store().check_tiers(&rows, product_tier)?;
         self.app.store().check_dependencies(&rows)?;
         // The lifecycle gate, before anything is written: a current licence
@@ -104,6 +150,7 @@ impl ApplianceRegistry {
         if let Some(l) = licence.as_ref().filter(|_| renews) {
             self.app.install_licence(&actor, l)?;
         }
+        self.app.record_licence_bundles(&actor, &licence_bundles)?;
         self.app
             .store_mut()
             .record_bundles(&rows, &tables, &actor)?;
@@ -142,6 +189,13 @@ impl Registry for ApplianceRegistry {
 
     fn has(&self, cid: &str) -> Result<bool, RegistryError> {
         self.app.store().has_bundle(cid).map_err(registry_error)
+    }
+
+    /// Every bundle but another spoke's licence.
+    fn wants(&self, bundle: &bundles::repo::Published) -> bool {
+        bundle.kind != BundleKind::Licence
+            || bundles::manifest::Licence::spoke_of_bundle(&bundle.name).as_deref()
+                == Some(self.did.as_str())
     }
 
     fn record(&mut self, bundles: &[VerifiedBundle]) -> Result<(), RegistryError> {

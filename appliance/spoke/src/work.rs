@@ -280,6 +280,79 @@ pub(crate) fn locks(
     })
 }
 
+/// What `spoke lifecycle` was asked to do.
+pub(crate) struct LifecycleArgs {
+    pub set: Option<String>,
+    pub reason: String,
+    pub as_admin: Option<String>,
+    pub cooling_off_days: Option<u32>,
+}
+
+/// `spoke lifecycle`: shows the state, or changes it (and the cooling-off
+/// period) as the local console or as a signed-in administrator.
+pub(crate) fn lifecycle(json: bool, data: &Path, args: LifecycleArgs) -> Result<(), Error> {
+    let mut a = open(data)?;
+    let (actor, session) = match &args.as_admin {
+        Some(name) => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).map_err(|e| {
+                Error::Usage(format!("read {name}'s password from standard input: {e}"))
+            })?;
+            let issued =
+                a.store_mut()
+                    .login(name, password.trim_end_matches(['\r', '\n']), "cli")?;
+            let actor = a.store_mut().authenticate(&issued.secret, "cli")?;
+            (actor, Some(issued.id))
+        }
+        None => (Actor::cli(), None),
+    };
+    let result = lifecycle_as(&mut a, &actor, &args);
+    if let Some(id) = session {
+        if let Err(e) = a.store_mut().revoke_token(&actor, &id) {
+            tracing::warn!("ending the sign-in session of {}: {e}", actor.name);
+        }
+    }
+    let value = result?;
+    out(json, &value, |v| {
+        let mut text = format!("lifecycle {}", v["state"].as_str().unwrap_or("?"));
+        if let Some(r) = v["release_request"].as_object() {
+            text.push_str(&format!(
+                "\nrelease to {} asked by {} at {}: another administrator must confirm it with the same command",
+                r["to"].as_str().unwrap_or("?"),
+                r["by"].as_str().unwrap_or("?"),
+                r["at"].as_str().unwrap_or("?")
+            ));
+        }
+        if let Some(until) = v["cooling_off_until"].as_str() {
+            text.push_str(&format!(
+                "\nno decommissioning before {until} (cooling-off)"
+            ));
+        }
+        text
+    })
+}
+
+fn lifecycle_as(
+    a: &mut appliance::Appliance,
+    actor: &Actor,
+    args: &LifecycleArgs,
+) -> Result<serde_json::Value, Error> {
+    if let Some(days) = args.cooling_off_days {
+        a.set_cooling_off_days(actor, days)?;
+    }
+    let changed = match &args.set {
+        Some(s) => Some(a.set_lifecycle(actor, s.parse()?, &args.reason)?),
+        None => None,
+    };
+    let mut value =
+        serde_json::to_value(a.lifecycle_view()?).map_err(|e| Error::Usage(e.to_string()))?;
+    if let Some(c) = changed {
+        value["result"] =
+            serde_json::to_value(&c).map_err(|e| Error::Usage(e.to_string()))?["result"].clone();
+    }
+    Ok(value)
+}
+
 pub(crate) fn users(json: bool, command: UsersCommand) -> Result<(), Error> {
     match command {
         UsersCommand::Add { data, name, role } => {

@@ -231,6 +231,29 @@ pub enum ProductCommand {
         #[arg(long)]
         expires: Option<String>,
     },
+    /// Build a licence bundle for one spoke, published beside the product
+    /// bundle: any number of spokes share one product bundle, each installs
+    /// only the licence made for it and ignores the others.
+    Licence {
+        /// Product manifest (YAML) whose plan the licence grants.
+        manifest: PathBuf,
+        /// The spoke's did:key (from `spoke identity`).
+        #[arg(long)]
+        spoke: String,
+        /// The plan (an id from the manifest's `plans`).
+        #[arg(long)]
+        plan: String,
+        /// Last day the licence is valid (YYYY-MM-DD).
+        #[arg(long)]
+        expires: String,
+        /// Bundle version (default: the expiry date as YYYY.M.D, so a
+        /// renewal is newer).
+        #[arg(long)]
+        version: Option<semver::Version>,
+        /// Bundle file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `hub os build`.
@@ -397,6 +420,32 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 &manifest,
                 resolved,
                 licence,
+                &file,
+                &BuildOptions::from_env(&builder())?,
+            )?;
+            out(json, &b, built_line)
+        }
+        Command::Product {
+            command:
+                ProductCommand::Licence {
+                    manifest,
+                    spoke,
+                    plan,
+                    expires,
+                    version,
+                    out: file,
+                },
+        } => {
+            let raw = std::fs::read(&manifest)
+                .map_err(|e| Error::Usage(format!("read {}: {e}", manifest.display())))?;
+            let parsed = bundles::manifest::ProductManifest::parse_yaml(
+                &raw,
+                &manifest.display().to_string(),
+            )?;
+            let licence = bundles::manifest::Licence::for_plan(&parsed, &spoke, &plan, &expires)?;
+            let b = build::build_licence(
+                &licence,
+                version,
                 &file,
                 &BuildOptions::from_env(&builder())?,
             )?;
