@@ -741,6 +741,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn integrity_check_finds_what_quick_check_misses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let s = Store::create(&path, "did:key:test").unwrap();
+        assert_eq!(s.integrity_check().unwrap(), Vec::<String>::new());
+        s.conn
+            .execute_batch(
+                "CREATE TABLE probe (x TEXT, y TEXT);
+                 CREATE INDEX probe_x ON probe (x);
+                 INSERT INTO probe VALUES ('a', 'b'), ('c', 'd');
+                 PRAGMA writable_schema = ON;
+                 UPDATE sqlite_master SET sql = 'CREATE INDEX probe_x ON probe (y)' WHERE name = 'probe_x';
+                 PRAGMA writable_schema = OFF;",
+            )
+            .unwrap();
+        drop(s);
+        // The index now disagrees with its table: rows are missing from it.
+        let s = Store::open(&path).unwrap();
+        let quick: String = s
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(quick, "ok", "quick_check does not compare index contents");
+        let found = s.integrity_check().unwrap();
+        assert!(found.iter().any(|f| f.contains("probe_x")), "{found:?}");
+    }
+
+    #[test]
+    fn a_missing_or_empty_database_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let e = Store::open(&path).err().unwrap();
+        assert_eq!(e.kind(), "state_lost", "{e}");
+        assert!(!path.exists(), "opening must not create the database");
+        std::fs::write(&path, b"").unwrap();
+        let e = Store::open(&path).err().unwrap();
+        assert!(e.to_string().contains("is empty"), "{e}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        // Only create makes one, and never over an existing database.
+        drop(Store::create(&path, "did:key:test").unwrap());
+        assert_eq!(
+            Store::open(&path).unwrap().spoke().unwrap().as_deref(),
+            Some("did:key:test")
+        );
+        assert!(Store::create(&path, "did:key:other").is_err());
+    }
+
+    #[test]
     fn schema_version_counts_the_migrations() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(&dir.path().join("db.sqlite"), "did:key:test").unwrap();
