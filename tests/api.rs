@@ -870,6 +870,18 @@ fn media_are_verified_and_previewed_before_an_administrator_installs_them() {
     assert_eq!(progress.body["running"], false);
     assert_eq!(progress.body["done"], progress.body["total"]);
     assert!(env.packs("spoke").iter().any(|(_, v, _)| v == "2026.2.0"));
+    // The audit log names the administrator who installed it, not the CLI.
+    let audit = get(&s, "/api/v1/audit?limit=1000", &admin);
+    let install = audit
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["action"] == "bundle.install")
+        .unwrap()
+        .clone();
+    assert_eq!(install["actor"], "admin", "{install}");
 }
 
 #[test]

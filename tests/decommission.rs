@@ -11,6 +11,11 @@ use common::Env;
 fn export_writes_open_formats_with_a_signed_receipt() {
     let env = Env::new();
     let d = env.sample_spoke("spoke");
+    env.add_admins(&d, &["ada"], PASSWORD);
+    env.spoke(&[
+        "users", "token", "--data", &d, "--user", "ada", "--label", "ci",
+    ])
+    .ok();
     env.spoke(&["eval", "--data", &d, "--all"]).ok();
     let r = env
         .spoke(&["export", "--data", &d, "--to", &env.s("export")])
@@ -46,6 +51,41 @@ fn export_writes_open_formats_with_a_signed_receipt() {
         .query_row("SELECT count(*) FROM locks", [], |r| r.get(0))
         .unwrap();
     assert!(locks >= 1);
+
+    // Credentials stay on the spoke unless asked for; files are the owner's.
+    let hashes = |db: &rusqlite::Connection| -> String {
+        db.query_row(
+            "SELECT (SELECT group_concat(password_hash, '') FROM users) || (SELECT group_concat(secret_hash, '') FROM tokens)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert!(
+        hashes(&db).is_empty(),
+        "password and token hashes were exported"
+    );
+    assert_eq!(v["body"]["credentials"], "withheld");
+    let users_csv = std::fs::read_to_string(dir.join("tables/users.csv")).unwrap();
+    assert!(users_csv.contains("ada,admin,,"), "{users_csv}");
+    assert!(!users_csv.contains("$argon2"), "{users_csv}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for rel in ["database.sql", "tables/users.csv", "audit.jsonl"] {
+            let mode = std::fs::metadata(dir.join(rel))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600, "{rel}");
+        }
+        let mode = std::fs::metadata(dir.join("tables"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700);
+    }
 
     // One CSV per table, with a header and one line per row.
     let csv = std::fs::read_to_string(dir.join("tables/entities.csv")).unwrap();
@@ -96,6 +136,20 @@ fn export_writes_open_formats_with_a_signed_receipt() {
         .as_str()
         .unwrap()
         .contains(r["receipt_sha256"].as_str().unwrap()));
+
+    env.spoke(&[
+        "export",
+        "--data",
+        &d,
+        "--to",
+        &env.s("export-full"),
+        "--with-credentials",
+    ])
+    .ok();
+    let full = rusqlite::Connection::open_in_memory().unwrap();
+    full.execute_batch(&std::fs::read_to_string(env.path("export-full/database.sql")).unwrap())
+        .unwrap();
+    assert!(!hashes(&full).is_empty(), "--with-credentials keeps them");
 
     // An export never writes into a non-empty directory.
     env.spoke(&["export", "--data", &d, "--to", &env.s("export")])

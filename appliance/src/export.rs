@@ -3,7 +3,9 @@
 //! under its original name, Compliance Locks with their traces as JSON, and
 //! the audit log as JSON lines. All of it is read inside one read
 //! transaction, so the files describe one point in time. The caller signs
-//! the list of files this returns (the export receipt).
+//! the list of files this returns (the export receipt). Files are readable
+//! by their owner only (0600 in 0700 directories), and the credential
+//! columns (password and token hashes) are exported empty unless asked for.
 
 use crate::{Appliance, Error};
 use rusqlite::types::ValueRef;
@@ -23,7 +25,11 @@ pub struct ExportedFile {
     pub sha256: String,
 }
 
-/// Writes files below one directory and remembers their digests.
+/// Columns holding credentials (`table`, `column`): exported empty unless
+/// [`Appliance::export_to`] is asked to keep them.
+const CREDENTIALS: [(&str, &str); 2] = [("users", "password_hash"), ("tokens", "secret_hash")];
+
+/// Writes files below one directory (owner-only) and remembers their digests.
 struct Writer {
     root: PathBuf,
     files: Vec<ExportedFile>,
@@ -37,11 +43,18 @@ impl Writer {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
         }
+        use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io)?;
         f.write_all(bytes).map_err(io)?;
@@ -115,7 +128,11 @@ impl Appliance {
     /// Writes the open-format export into `dir` (which must be empty or
     /// absent; the caller stages it) and returns every file with its digest,
     /// sorted by path.
-    pub fn export_to(&self, dir: &Path) -> Result<Vec<ExportedFile>, Error> {
+    pub fn export_to(
+        &self,
+        dir: &Path,
+        with_credentials: bool,
+    ) -> Result<Vec<ExportedFile>, Error> {
         let conn = self.store.conn();
         let db = self.store.db();
         // One read transaction: every file below describes the same moment.
@@ -155,6 +172,10 @@ impl Appliance {
                 .prepare(&format!("SELECT * FROM \"{}\"", name.replace('"', "\"\"")))
                 .map_err(&db)?;
             let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+            let withheld: Vec<bool> = columns
+                .iter()
+                .map(|c| !with_credentials && CREDENTIALS.contains(&(name.as_str(), c.as_str())))
+                .collect();
             let mut csv = columns.join(",");
             csv.push('\n');
             let mut rows = stmt.query([]).map_err(&db)?;
@@ -163,8 +184,12 @@ impl Appliance {
                     "INSERT INTO \"{}\" VALUES(",
                     name.replace('"', "\"\"")
                 ));
-                for i in 0..columns.len() {
-                    let v = row.get_ref(i).map_err(&db)?;
+                for (i, &withhold) in withheld.iter().enumerate() {
+                    let v = if withhold {
+                        ValueRef::Text(b"")
+                    } else {
+                        row.get_ref(i).map_err(&db)?
+                    };
                     if i > 0 {
                         dump.push(',');
                         csv.push(',');

@@ -10,6 +10,7 @@ use crate::host::{blocking, configured, HostError};
 use crate::{ApiError, AppState};
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use std::sync::Arc;
 
@@ -20,9 +21,10 @@ pub trait Media: Send + Sync {
     fn list(&self) -> Result<serde_json::Value, HostError>;
     /// Verifies a medium's signed metadata and lists its bundles; changes nothing.
     fn preview(&self, name: &str) -> Result<serde_json::Value, HostError>;
-    /// Verifies and installs a medium; returns what was installed and the
-    /// pack change it proposed.
-    fn install(&self, name: &str) -> Result<serde_json::Value, HostError>;
+    /// Verifies and installs a medium as `actor` (whom the audit log
+    /// names); returns what was installed and the pack change it proposed.
+    fn install(&self, actor: &appliance::Actor, name: &str)
+        -> Result<serde_json::Value, HostError>;
     /// The progress of the install running now, or of the last one.
     fn progress(&self) -> serde_json::Value;
 }
@@ -55,6 +57,10 @@ async fn preview(State(s): State<AppState>, Path(id): Path<String>) -> Res {
     blocking(media(&s)?, move |m| m.preview(&id)).await
 }
 
-async fn install(State(s): State<AppState>, Path(id): Path<String>) -> Res {
-    blocking(media(&s)?, move |m| m.install(&id)).await
+async fn install(
+    State(s): State<AppState>,
+    Extension(actor): Extension<appliance::Actor>,
+    Path(id): Path<String>,
+) -> Res {
+    blocking(media(&s)?, move |m| m.install(&actor, &id)).await
 }

@@ -311,6 +311,10 @@ pub enum Command {
         /// Directory to create (absent or empty).
         #[arg(long)]
         to: PathBuf,
+        /// Also export password and token hashes (withheld by default: an
+        /// export leaves the spoke, its credentials need not).
+        #[arg(long)]
+        with_credentials: bool,
     },
     /// Decommissioning: NOTICE, EXPORT WINDOW, DESTRUCTION, VERIFICATION.
     Decommission {
@@ -797,7 +801,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Import { data, medium } => {
             let d = DataDir::new(&data);
             let progress = bundles::progress::TtyBar::new("importing", true);
-            let (report, change) = intake::import_medium(&d, &medium, &progress)?;
+            let (report, change) = intake::import_medium(&d, &medium, &Actor::cli(), &progress)?;
             import_out(json, &report, change.as_ref(), None)
         }
         Command::Sync {
@@ -1060,7 +1064,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             backup,
             from,
         } => durable::verify_restore(json, &from, &identity, backup.as_deref()),
-        Command::Export { data, to } => durable::export(json, &data, &to),
+        Command::Export {
+            data,
+            to,
+            with_credentials,
+        } => durable::export(json, &data, &to, with_credentials),
         Command::Decommission { command } => durable::decommission(json, command),
         Command::Serve {
             data,

@@ -37,7 +37,13 @@ fn now() -> String {
 /// Writes the open-format export of `app` into `to` (absent or empty): staged
 /// next to it, signed, fsynced and renamed into place; then records the
 /// receipt's digest in the audit log (and the decommission record).
-pub fn export(app: &mut Appliance, to: &Path) -> Result<ExportReport, Error> {
+/// Password and token hashes are exported empty unless `with_credentials`
+/// (the receipt says which).
+pub fn export(
+    app: &mut Appliance,
+    to: &Path,
+    with_credentials: bool,
+) -> Result<ExportReport, Error> {
     if std::fs::read_dir(to).is_ok_and(|mut e| e.next().is_some()) {
         return Err(Error::Conflict(format!(
             "{} exists and is not empty; export into a new directory",
@@ -54,7 +60,7 @@ pub fn export(app: &mut Appliance, to: &Path) -> Result<ExportReport, Error> {
         .prefix(".export-")
         .tempdir_in(&parent)
         .map_err(|e| Error::Usage(format!("create staging in {}: {e}", parent.display())))?;
-    let files = app.export_to(stage.path())?;
+    let files = app.export_to(stage.path(), with_credentials)?;
     let audit = app.store().audit_verify()?;
     let body = json!({
         "created_at": now(),
@@ -64,6 +70,7 @@ pub fn export(app: &mut Appliance, to: &Path) -> Result<ExportReport, Error> {
         "audit_entries": audit.entries,
         "audit_head": audit.head,
         "counts": app.counts()?.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "credentials": if with_credentials { "included" } else { "withheld" },
         "files": files,
     });
     let signed = identity::sign(&app.dir().identity_dir(), EXPORT_RECEIPT_FORMAT, body)?;

@@ -116,9 +116,14 @@ pub(crate) fn verify_restore(
     out(json, &r, |r| format!("ok: {}", restored(r)))
 }
 
-pub(crate) fn export(json: bool, data: &Path, to: &Path) -> Result<(), Error> {
+pub(crate) fn export(
+    json: bool,
+    data: &Path,
+    to: &Path,
+    with_credentials: bool,
+) -> Result<(), Error> {
     let mut a = open(data)?;
-    let r = decommission::export(&mut a, to)?;
+    let r = decommission::export(&mut a, to, with_credentials)?;
     out(json, &r, |r| {
         format!(
             "exported {} files ({} bytes) to {}; signed receipt {} (sha256 {})",

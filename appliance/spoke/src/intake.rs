@@ -25,6 +25,9 @@ pub(crate) struct ApplianceRegistry {
     payloads: PathBuf,
     /// This spoke's did:key, which a licence must name.
     did: String,
+    /// Who installs: the audit log names them (the console's signed-in
+    /// administrator, or the local console for the CLI and the watchers).
+    actor: Actor,
     change: Option<Change>,
 }
 
@@ -146,7 +149,7 @@ impl ApplianceRegistry {
                 &b.published.name,
             )?);
         }
-        let actor = Actor::cli();
+        let actor = self.actor.clone();
         if let Some(l) = licence.as_ref().filter(|_| renews) {
             self.app.install_licence(&actor, l)?;
         }
@@ -217,13 +220,14 @@ fn agent_paths(d: &DataDir) -> agent::Paths {
     }
 }
 
-fn registry(d: &DataDir) -> Result<ApplianceRegistry, Error> {
+fn registry(d: &DataDir, actor: &Actor) -> Result<ApplianceRegistry, Error> {
     d.check_initialised()?;
     Ok(ApplianceRegistry {
         app: Appliance::open(d)?,
         payloads: d.payloads(),
         did: identity::load_public(&d.identity_dir())?.did,
         change: None,
+        actor: actor.clone(),
     })
 }
 
@@ -232,9 +236,10 @@ fn registry(d: &DataDir) -> Result<ApplianceRegistry, Error> {
 pub(crate) fn import_medium(
     d: &DataDir,
     medium: &Path,
+    actor: &Actor,
     progress: &dyn Progress,
 ) -> Result<(ImportReport, Option<Change>), Error> {
-    let mut registry = registry(d)?;
+    let mut registry = registry(d, actor)?;
     let age = identity::age_identity(&d.identity_dir())?;
     let report = agent::import(&agent_paths(d), medium, Some(&age), &mut registry, progress)?;
     Ok((report, registry.change))
@@ -242,7 +247,7 @@ pub(crate) fn import_medium(
 
 /// Verifies a medium's signed metadata and lists what it holds; installs nothing.
 pub(crate) fn preview_medium(d: &DataDir, medium: &Path) -> Result<Preview, Error> {
-    let registry = registry(d)?;
+    let registry = registry(d, &Actor::cli())?;
     let age = identity::age_identity(&d.identity_dir())?;
     Ok(agent::preview(
         &agent_paths(d),
@@ -333,7 +338,7 @@ impl api::Media for MediaDir {
         Ok(serde_json::to_value(preview).unwrap_or_default())
     }
 
-    fn install(&self, name: &str) -> Result<serde_json::Value, api::HostError> {
+    fn install(&self, actor: &Actor, name: &str) -> Result<serde_json::Value, api::HostError> {
         let medium = self.medium(name)?;
         if self.meter.running.swap(true, Ordering::SeqCst) {
             return Err(Error::Agent(agent::Error::Busy).into());
@@ -342,7 +347,7 @@ impl api::Media for MediaDir {
             name.clone_into(&mut m);
         }
         self.meter.set_len(0);
-        let result = import_medium(&self.d, &medium, &self.meter);
+        let result = import_medium(&self.d, &medium, actor, &self.meter);
         self.meter.running.store(false, Ordering::SeqCst);
         let (report, change) = result.map_err(api::HostError::from)?;
         Ok(import_json(&report, change.as_ref()))
@@ -364,7 +369,7 @@ pub(crate) fn sync_from(
     opts: &SyncOptions,
     progress: &dyn Progress,
 ) -> Result<(SyncReport, Option<Change>), Error> {
-    let mut registry = registry(d)?;
+    let mut registry = registry(d, &Actor::cli())?;
     let report = agent::sync::sync(&agent_paths(d), opts, &mut registry, progress)?;
     Ok((report, registry.change))
 }
@@ -384,7 +389,7 @@ pub(crate) fn watch_media(d: DataDir, dir: PathBuf, every: Duration) {
                     continue;
                 }
                 tracing::info!("medium found at {}; verifying", medium.display());
-                match import_medium(&d, &medium, &()) {
+                match import_medium(&d, &medium, &Actor::cli(), &()) {
                     Ok((r, change)) => tracing::info!(
                         "medium {}: {} installed, {} already present{}",
                         medium.display(),
