@@ -1000,3 +1000,50 @@ fn the_os_and_its_boot_slots_are_shown_only_on_the_appliance_image() {
     assert_eq!(b["tries_done"], 1);
     assert!(r.body["capabilities"]["schema_version"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn a_user_holds_at_most_eight_mcp_sessions_and_ending_one_frees_a_place() {
+    let env = Env::new();
+    let d = spoke_with_users(&env);
+    let s = serve(&env, &d, &["--rate-limit", "0"]);
+    let (viewer, editor) = (login(&s, "viewer"), login(&s, "editor"));
+    let initialize = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-03-26", "capabilities": {},
+                   "clientInfo": {"name": "cap-test", "version": "1"}}
+    })
+    .to_string();
+    let open = |token: &str| -> Result<String, (u16, Value)> {
+        let r = ureq::post(&format!("{}/mcp", s.url))
+            .set("authorization", &format!("Bearer {token}"))
+            .set("accept", "application/json, text/event-stream")
+            .set("content-type", "application/json")
+            .send_string(&initialize);
+        match r {
+            Ok(r) => Ok(r.header("mcp-session-id").unwrap().to_string()),
+            Err(ureq::Error::Status(code, r)) => Err((
+                code,
+                serde_json::from_str(&r.into_string().unwrap()).unwrap(),
+            )),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let sessions: Vec<String> = (0..8).map(|_| open(&viewer).unwrap()).collect();
+    let (code, body) = open(&viewer).unwrap_err();
+    assert_eq!(
+        (code, &body["error"]["kind"]),
+        (429, &json!("too_many_sessions")),
+        "{body}"
+    );
+    // Another user is not held to this one's sessions.
+    open(&editor).unwrap();
+    // Ending a session (204, as MCP clients expect) frees a place.
+    let ended = ureq::delete(&format!("{}/mcp", s.url))
+        .set("authorization", &format!("Bearer {viewer}"))
+        .set("mcp-session-id", &sessions[0])
+        .call()
+        .unwrap();
+    assert_eq!(ended.status(), 204);
+    open(&viewer).unwrap();
+    assert_eq!(open(&viewer).unwrap_err().0, 429);
+}

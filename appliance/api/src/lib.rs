@@ -212,6 +212,8 @@ pub struct AppState {
     media: Option<Arc<dyn Media>>,
     backups: Option<Arc<dyn Backups>>,
     os: Option<Arc<dyn OsSlots>>,
+    /// Live MCP sessions per user.
+    mcp_sessions: Arc<mcp::Sessions>,
 }
 
 impl AppState {
@@ -277,6 +279,7 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let response = async {
+        let mut opener: Option<String> = None;
         if !state.limiter.allow(client) {
             let mut limited = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -306,9 +309,35 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
                 .run(move |a| a.store_mut().authenticate(&secret, &origin))
                 .await?;
             actor.require(permission)?;
+            opener = Some(actor.name.clone());
             req.extensions_mut().insert(actor);
         }
+        // A POST to /mcp without a session id opens a session.
+        let opening = path == "/mcp"
+            && method == "POST"
+            && !req.headers().contains_key("mcp-session-id");
+        if let Some(user) = opener.as_deref().filter(|_| opening) {
+            if !state.mcp_sessions.admit(user).await {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_sessions",
+                    format!(
+                        "{user} already holds {} open MCP sessions; end one (DELETE /mcp with its mcp-session-id) or wait until an idle one expires",
+                        mcp::MAX_SESSIONS_PER_USER
+                    ),
+                ));
+            }
+        }
         let mut res = next.run(req).await;
+        if let (Some(user), true) = (opener.as_deref(), opening) {
+            if let Some(id) = res
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+            {
+                state.mcp_sessions.opened(user, id);
+            }
+        }
         // rmcp answers an ended MCP session with 202; MCP clients (the
         // reference Python SDK) expect 200, 204 or 405 for DELETE.
         if method == "DELETE" && path == "/mcp" && res.status() == StatusCode::ACCEPTED {
@@ -373,6 +402,9 @@ async fn security_headers(req: Request, next: Next) -> Response {
 pub fn router(appliance: Appliance, config: &Config) -> axum::Router {
     let max_upload = appliance.max_upload();
     let rate_limit = config.rate_limit;
+    let mcp_manager = Arc::new(
+        rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
+    );
     let state = AppState {
         appliance: Arc::new(Mutex::new(appliance)),
         gateway: Arc::new(gateway::Gateway::new(config.ai_concurrency)),
@@ -384,9 +416,10 @@ pub fn router(appliance: Appliance, config: &Config) -> axum::Router {
         media: config.media.clone(),
         backups: config.backups.clone(),
         os: config.os.clone(),
+        mcp_sessions: Arc::new(mcp::Sessions::new(Arc::clone(&mcp_manager))),
     };
     handlers::routes(max_upload)
-        .nest_service("/mcp", mcp::service(state.clone()))
+        .nest_service("/mcp", mcp::service(state.clone(), mcp_manager))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .merge(console::routes())
         .fallback(|req: Request| async move {

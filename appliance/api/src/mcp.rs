@@ -18,13 +18,69 @@ use serde_json::{json, Value};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-/// The MCP service for `/mcp`.
-pub(crate) fn service(state: AppState) -> StreamableHttpService<Mcp, LocalSessionManager> {
+/// The MCP service for `/mcp`, on the session manager `sessions` watches.
+pub(crate) fn service(
+    state: AppState,
+    manager: Arc<LocalSessionManager>,
+) -> StreamableHttpService<Mcp, LocalSessionManager> {
     StreamableHttpService::new(
         move || Ok(Mcp(state.clone())),
-        Arc::new(LocalSessionManager::default()),
+        manager,
         StreamableHttpServerConfig::default(),
     )
+}
+
+/// Most MCP sessions one user may hold open at once: an assistant needs
+/// one or two; each costs a worker task and buffers, so without a cap one
+/// token could open them until the spoke runs out of memory.
+pub const MAX_SESSIONS_PER_USER: usize = 8;
+
+/// Which user opened which live MCP session, to cap sessions per user.
+pub(crate) struct Sessions {
+    manager: Arc<LocalSessionManager>,
+    by_user: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
+}
+
+impl Sessions {
+    pub(crate) fn new(manager: Arc<LocalSessionManager>) -> Sessions {
+        Sessions {
+            manager,
+            by_user: Default::default(),
+        }
+    }
+
+    /// Whether `user` may open another session; sessions rmcp has closed
+    /// since (ended with DELETE, or idle past its keep-alive) are forgotten
+    /// first.
+    pub(crate) async fn admit(&self, user: &str) -> bool {
+        let live: std::collections::HashSet<String> = self
+            .manager
+            .sessions
+            .read()
+            .await
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        let mut by_user = self
+            .by_user
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        by_user.retain(|_, ids| {
+            ids.retain(|id| live.contains(id));
+            !ids.is_empty()
+        });
+        by_user.get(user).map_or(0, Vec::len) < MAX_SESSIONS_PER_USER
+    }
+
+    /// Records that `user` opened the session `id`.
+    pub(crate) fn opened(&self, user: &str, id: &str) {
+        self.by_user
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(user.to_string())
+            .or_default()
+            .push(id.to_string());
+    }
 }
 
 /// One MCP session's handler.
