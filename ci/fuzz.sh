@@ -4,7 +4,9 @@
 #   bash ci/fuzz.sh [SECONDS_PER_TARGET] [OUT_DIR]
 # Seeds are made by the code under test: the hub builds and signs the example
 # packs and exports a medium; its metadata, indexes, bundle files, medium.json,
-# manifests and rules are the starting corpora. Each target then runs for a
+# manifests and rules are the starting corpora; the sample documents and two
+# small PDFs seed the document sniffer, the model tests' tiny generators the
+# GGUF header reader. Each target then runs for a
 # fixed budget; a crash fails the script and leaves the input under
 # tests/fuzz/artifacts/<target>/ (make it a regression test, then fix).
 # The executions per target go to OUT_DIR/fuzz.md (docs/reliability.md
@@ -57,6 +59,34 @@ d="$(corpus rules)"
 for p in bundles/examples/packs/*/rules.json; do
   cp "$p" "$d/$(basename "$(dirname "$p")").json"
 done
+# Documents: the first byte picks the upload's name, the rest is content.
+d="$(corpus documents)"
+for f in bundles/examples/samples/*.txt; do
+  { printf '\x01'; cat "$f"; } > "$d/$(basename "$f")"
+done
+python3 - "$d/report.pdf" <<'PY'
+import sys, zlib
+def pdf(contents, flt=b""):
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+            b"<< /Length %d%s >>\nstream\n" % (len(contents), flt) + contents + b"\nendstream",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"]
+    out, offs = bytearray(b"%PDF-1.4\n"), []
+    for i, o in enumerate(objs):
+        offs.append(len(out))
+        out += b"%d 0 obj\n" % (i + 1) + o + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offs)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+text = b"BT /F1 12 Tf 72 712 Td (Methylparaben 0.3% Safety Report) Tj ET"
+open(sys.argv[1], "wb").write(b"\x00" + pdf(text))
+open(sys.argv[1] + ".flate", "wb").write(b"\x00" + pdf(zlib.compress(text), b" /Filter /FlateDecode"))
+PY
+# GGUF headers: the tiny random-weight generators the model tests write.
+cargo run -q -p models --features fixtures --example write-fixtures -- "$(corpus gguf_header)"
 
 cargo fuzz build --fuzz-dir tests/fuzz --sanitizer none -O
 export FUZZ_MEDIUM="$medium"
@@ -65,7 +95,7 @@ export FUZZ_MEDIUM="$medium"
   echo "|---|---|---|---|---|"
 } > "$out/fuzz.md"
 status=0
-for target in tuf_root tuf_repository bundle_index bundle_file medium_info manifests rules; do
+for target in tuf_root tuf_repository bundle_index bundle_file medium_info manifests rules documents gguf_header; do
   work="$out/corpus/$target"
   mkdir -p "$work"
   log="$out/$target.log"

@@ -49,3 +49,34 @@ fn serve_pulls_from_the_hub_on_a_schedule() {
     env.spoke(&["audit", "verify", "--data", &env.s("spoke")])
         .ok();
 }
+
+/// Inputs the `documents` fuzzer found (ci/fuzz.sh): one makes the PDF
+/// parser (pdf-extract 0.9.0) panic, one keeps it busy past any deadline.
+/// The spoke reads PDFs in a limited child process, so both are refused as
+/// unreadable, nothing is stored, and the spoke goes on.
+#[test]
+fn pdfs_that_break_the_parser_are_refused_and_nothing_is_stored() {
+    let env = Env::new();
+    let d = env.sample_spoke("spoke");
+    let fixtures = common::root().join("tests/fixtures/pdf");
+    let docs = |env: &Env| env.spoke(&["doc", "list", "--data", &d]).ok();
+    let before = docs(&env);
+    for name in ["parser-panic.pdf", "parser-hang.pdf"] {
+        let msg = env
+            .doc_add(&d, "sds", None, None, &fixtures.join(name))
+            .fails_with("unreadable");
+        assert!(
+            msg.contains(name) && msg.contains("could not be read"),
+            "{name}: {msg}"
+        );
+        assert_eq!(docs(&env), before, "{name} left a document behind");
+    }
+    env.doc_add(
+        &d,
+        "sds",
+        None,
+        None,
+        &common::root().join("bundles/examples/samples/hydra-serum-cpsr.txt"),
+    )
+    .ok();
+}
