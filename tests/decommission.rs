@@ -157,6 +157,19 @@ fn export_writes_open_formats_with_a_signed_receipt() {
 }
 
 const COUNSEL: [&str; 2] = ["counsel-a", "counsel-b"];
+
+fn legal_hold(env: &Env, d: &str, reason: &str) {
+    env.spoke(&[
+        "lifecycle",
+        "--data",
+        d,
+        "--set",
+        "LEGAL_HOLD",
+        "--reason",
+        reason,
+    ])
+    .ok();
+}
 const PASSWORD: &str = "a long enough passphrase";
 
 #[test]
@@ -171,16 +184,7 @@ fn leaving_legal_hold_takes_two_administrators_and_starts_a_cooling_off() {
     };
     let view = || env.spoke(&["lifecycle", "--data", &d]).ok();
     assert_eq!(view()["cooling_off_days"], 30, "the default");
-    env.spoke(&[
-        "lifecycle",
-        "--data",
-        &d,
-        "--set",
-        "LEGAL_HOLD",
-        "--reason",
-        "case 7",
-    ])
-    .ok();
+    legal_hold(&env, &d, "case 7");
     let release = ["--set", "ACTIVE", "--reason", "case 7 settled"];
     let asked = as_admin(COUNSEL[0], &release).ok();
     assert_eq!(asked["result"], "release_requested", "{asked}");
@@ -287,18 +291,7 @@ fn decommissioning_phases_legal_hold_and_destruction_certificate() {
         a.extend_from_slice(extra);
         env.spoke(&a)
     };
-    let legal_hold = |reason: &str| {
-        env.spoke(&[
-            "lifecycle",
-            "--data",
-            &d,
-            "--set",
-            "LEGAL_HOLD",
-            "--reason",
-            reason,
-        ])
-        .ok();
-    };
+    let legal_hold = |reason: &str| legal_hold(&env, &d, reason);
     let (_, recipient) = env.age_key("op.key");
     env.spoke(&[
         "backup",

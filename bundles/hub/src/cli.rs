@@ -291,6 +291,18 @@ fn out<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) ->
     Ok(())
 }
 
+/// Reads and parses a product manifest (YAML).
+fn read_product_manifest(
+    path: &std::path::Path,
+) -> Result<bundles::manifest::ProductManifest, Error> {
+    let raw =
+        std::fs::read(path).map_err(|e| Error::Usage(format!("read {}: {e}", path.display())))?;
+    Ok(bundles::manifest::ProductManifest::parse_yaml(
+        &raw,
+        &path.display().to_string(),
+    )?)
+}
+
 fn builder() -> String {
     format!("hub/{}", env!("CARGO_PKG_VERSION"))
 }
@@ -402,12 +414,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     expires,
                 },
         } => {
-            let raw = std::fs::read(&manifest)
-                .map_err(|e| Error::Usage(format!("read {}: {e}", manifest.display())))?;
-            let parsed = bundles::manifest::ProductManifest::parse_yaml(
-                &raw,
-                &manifest.display().to_string(),
-            )?;
+            let parsed = read_product_manifest(&manifest)?;
             let loaded = repo::load(&r)?;
             let resolved = repo::resolve_product(&loaded, &parsed)?;
             let licence = match (licence_for, plan, expires) {
@@ -436,12 +443,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     out: file,
                 },
         } => {
-            let raw = std::fs::read(&manifest)
-                .map_err(|e| Error::Usage(format!("read {}: {e}", manifest.display())))?;
-            let parsed = bundles::manifest::ProductManifest::parse_yaml(
-                &raw,
-                &manifest.display().to_string(),
-            )?;
+            let parsed = read_product_manifest(&manifest)?;
             let licence = bundles::manifest::Licence::for_plan(&parsed, &spoke, &plan, &expires)?;
             let b = build::build_licence(
                 &licence,
