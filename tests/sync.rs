@@ -165,3 +165,70 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// Any static web server is a mirror, even one run by another user: the
+/// hub's repository files are world-readable (keys stay private), so
+/// Python's `http.server` as `nobody` serves everything a sync needs.
+#[test]
+fn a_static_server_run_by_another_user_is_a_mirror() {
+    if !Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+    {
+        eprintln!("skipped: serving as another user needs root (CI runs as root)");
+        return;
+    }
+    let env = Env::new();
+    env.publish_examples();
+    // The test's own directory is private (a tempdir); open the way in.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut server = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .args([
+            "/usr/bin/python3",
+            "-u",
+            "-m",
+            "http.server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(env.path("repo"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Child(server);
+    // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+    let port = line
+        .split_whitespace()
+        .skip_while(|w| *w != "port")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    env.spoke_init("spoke");
+    let r = env
+        .spoke(&[
+            "sync",
+            "--data",
+            &env.s("spoke"),
+            "--from",
+            &format!("http://127.0.0.1:{port}/"),
+            "--retries",
+            "0",
+        ])
+        .ok();
+    let packs = std::fs::read_dir(common::root().join("bundles/examples/packs"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("pack.json").is_file())
+        .count();
+    assert_eq!(installed(&r), packs, "{r}");
+}
