@@ -77,6 +77,20 @@ fn hostile_files_on_a_medium_are_refused_and_a_genuine_one_still_imports() {
     assert!(msg.contains("(symlink)"), "{msg}");
     std::fs::remove_file(&chunk).unwrap();
 
+    // A symlink to a file outside the medium (as to /etc/shadow): refused
+    // as a link, never followed, so nothing about the target (not even its
+    // size) reaches the message.
+    let secret = env.path("outside-secret");
+    std::fs::write(&secret, vec![b's'; 123_457]).unwrap();
+    std::os::unix::fs::symlink(&secret, &chunk).unwrap();
+    let msg = refused(&env, &medium, "not_regular");
+    assert!(msg.contains("(symlink)"), "{msg}");
+    assert!(
+        !msg.contains("123457") && !msg.contains("outside-secret"),
+        "{msg}"
+    );
+    std::fs::remove_file(&chunk).unwrap();
+
     // A directory where the chunk file should be.
     std::fs::create_dir(&chunk).unwrap();
     let msg = refused(&env, &medium, "not_regular");
