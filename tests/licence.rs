@@ -170,11 +170,12 @@ fn plan_limits_are_enforced_and_licences_are_per_spoke() {
     let d = env.s("spoke");
     let medium = product_medium(&env, &did(&env, "spoke"), "starter", "2099-12-31", "1.0.0");
 
-    // Another spoke refuses a licence that is not its own, and records nothing.
-    let before = common::snapshot(&env.path("other/db"));
+    // Another spoke refuses a licence that is not its own, and its data
+    // directory stays byte-identical: nothing of the medium was moved in.
+    let before = common::snapshot(&env.path("other"));
     let msg = env.import("other", &medium).fails_with("forbidden");
     assert!(msg.contains("licence for another spoke"), "{msg}");
-    common::assert_same(&before, &common::snapshot(&env.path("other/db")));
+    common::assert_same(&before, &common::snapshot(&env.path("other")));
 
     env.import("spoke", &medium).ok();
     let status = env.spoke(&["status", "--data", &d]).ok();

@@ -107,6 +107,12 @@ pub trait Registry {
     fn wants(&self, _bundle: &Published) -> bool {
         true
     }
+    /// Refuses bundles the spoke's policy does not take, before anything of
+    /// them is moved into the data directory: `payloads` holds their staged
+    /// payloads (`HEX/`). Checks only; writes nothing.
+    fn admit(&self, _bundles: &[VerifiedBundle], _payloads: &Path) -> Result<(), RegistryError> {
+        Ok(())
+    }
     /// Records bundles atomically (all or none), or refuses them.
     fn record(&mut self, bundles: &[VerifiedBundle]) -> Result<(), RegistryError>;
 }
@@ -333,6 +339,12 @@ fn install_staged(
             index,
         });
     }
+
+    // The spoke's policy, on the staged payloads: a refusal here leaves the
+    // data directory as it was (the caller removes what was staged).
+    registry
+        .admit(&new, &staging.join("payloads"))
+        .map_err(Error::Registry)?;
 
     // Everything verified: commit. Make the staged files durable with one syncfs, then
     // rename chunks and indexes (content-addressed, harmless if a crash leaves them

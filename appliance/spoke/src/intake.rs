@@ -63,7 +63,9 @@ impl ApplianceRegistry {
         Ok(out)
     }
 
-    fn record_all(&mut self, bundles: &[VerifiedBundle]) -> Result<(), appliance::Error> {
+    /// Every policy check on `bundles`, their payloads in `payloads`
+    /// (staged, or installed): what to record, or why not. Writes nothing.
+    fn plan(&self, bundles: &[VerifiedBundle], payloads: &Path) -> Result<Plan, appliance::Error> {
         let now = jiff_now();
         let licence_bundles = self.own_licences(bundles)?;
         let rows: Vec<InstalledBundle> = bundles
@@ -130,7 +132,7 @@ impl ApplianceRegistry {
                 .get("format")
                 .and_then(|v| v.as_str())
                 .unwrap_or_default();
-            gateway::check_model_payload(&self.payloads.join(b.published.sha256()), format)
+            gateway::check_model_payload(&payloads.join(b.published.sha256()), format)
                 .map_err(|reason| {
                     appliance::Error::Invalid(format!(
                         "model bundle {}@{} cannot run on this spoke: {reason}; nothing was installed",
@@ -144,11 +146,31 @@ impl ApplianceRegistry {
             .filter(|b| b.published.kind.as_str() == "pack")
         {
             tables.extend(appliance::compliance::read_pack_tables(
-                &self.payloads.join(b.published.sha256()),
+                &payloads.join(b.published.sha256()),
                 &b.published.cid,
                 &b.published.name,
             )?);
         }
+        let product = product.is_some();
+        Ok(Plan {
+            rows,
+            tables,
+            licence_bundles,
+            licence,
+            renews,
+            product,
+        })
+    }
+
+    fn record_all(&mut self, bundles: &[VerifiedBundle]) -> Result<(), appliance::Error> {
+        let Plan {
+            rows,
+            tables,
+            licence_bundles,
+            licence,
+            renews,
+            product,
+        } = self.plan(bundles, &self.payloads)?;
         let actor = self.actor.clone();
         if let Some(l) = licence.as_ref().filter(|_| renews) {
             self.app.install_licence(&actor, l)?;
@@ -162,7 +184,7 @@ impl ApplianceRegistry {
             .filter(|r| r.kind == "pack")
             .map(|r| r.cid.clone())
             .collect();
-        self.change = self.app.propose(&actor, &packs, product.is_some())?;
+        self.change = self.app.propose(&actor, &packs, product)?;
         // The first model for a task is activated with the install; a later
         // version waits for `spoke models activate`.
         self.app.activate_new_models(&actor, &gateway::SmokeTest)?;
@@ -171,6 +193,20 @@ impl ApplianceRegistry {
         }
         Ok(())
     }
+}
+
+/// What an import records, once every check has passed.
+struct Plan {
+    rows: Vec<InstalledBundle>,
+    tables: Vec<appliance::compliance::ReferenceTable>,
+    licence_bundles: Vec<appliance::licence::LicenceBundle>,
+    /// The licence to install, if the import brings one for this spoke.
+    licence: Option<serde_json::Value>,
+    /// Whether that licence is in force (installed first: it may lift a
+    /// lapsed one's suspension).
+    renews: bool,
+    /// Whether a product bundle comes with it.
+    product: bool,
 }
 
 fn registry_error(e: appliance::Error) -> RegistryError {
@@ -199,6 +235,12 @@ impl Registry for ApplianceRegistry {
         bundle.kind != BundleKind::Licence
             || bundles::manifest::Licence::spoke_of_bundle(&bundle.name).as_deref()
                 == Some(self.did.as_str())
+    }
+
+    fn admit(&self, bundles: &[VerifiedBundle], payloads: &Path) -> Result<(), RegistryError> {
+        self.plan(bundles, payloads)
+            .map(drop)
+            .map_err(registry_error)
     }
 
     fn record(&mut self, bundles: &[VerifiedBundle]) -> Result<(), RegistryError> {
