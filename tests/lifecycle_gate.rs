@@ -222,3 +222,135 @@ fn while_held_access_can_be_given_only_read_only_and_sign_in_still_works() {
         other => panic!("support access while SUSPENDED: {other:?}"),
     }
 }
+
+/// Every mutating command of the spoke CLI, tried under LEGAL_HOLD and
+/// under SUSPENDED with arguments that would succeed on an ACTIVE spoke:
+/// the refused ones leave the data directory byte-identical; backups,
+/// exports, checkpoints and a rebuilt search index (reads and derived
+/// data) still work.
+#[test]
+fn every_mutating_command_is_refused_under_hold_and_suspension_unless_policy_allows_it() {
+    let env = Env::new();
+    env.publish_examples();
+    let first = model_src(&env, "minilm-1", "tiny-minilm", "0.1.0", "embedding", 0);
+    publish_model(&env, &first, "minilm-1.bundle");
+    let d = env.stock_spoke("spoke");
+    env.add_admins(&d, &COUNSEL, COUNSEL_PASSWORD);
+    let second = model_src(&env, "minilm-2", "tiny-minilm", "0.2.0", "embedding", 0);
+    publish_model(&env, &second, "minilm-2.bundle");
+    env.export("models-usb", &["--only", "tiny-minilm"]);
+    env.import("spoke", "models-usb").ok();
+    let upgrade = annexes_upgrade(&env, "2026.2.0", &[("Lilial", "80-54-6")]);
+    env.build_publish(&upgrade, "annexes-2.bundle", &[]);
+    env.export("upgrade-usb", &["--only", "@data/eu-cosmetics-annexes"]);
+    let pending = env.import("spoke", "upgrade-usb").ok()["change"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let next = annexes_upgrade(&env, "2026.3.0", &[("Lilial", "80-54-6")]);
+    env.build_publish(&next, "annexes-3.bundle", &[]);
+    env.export("next-usb", &["--only", "@data/eu-cosmetics-annexes"]);
+    let applied = env
+        .spoke(&["changes", "list", "--data", &d])
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["status"] == "applied")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = |name: &str, text: &str| {
+        let p = env.path(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let supplier = file(
+        "supplier.json",
+        r#"{"id": "acme", "kind": "supplier", "name": "Acme"}"#,
+    );
+    env.spoke(&["entity", "add", "--data", &d, &supplier]).ok();
+    let late = file("late.json", r#"{"kind": "supplier", "name": "Late"}"#);
+    let sds = file("sds.txt", "a safety data sheet");
+    let (_, recipient) = env.age_key("op.key");
+    let next_usb = env.s("next-usb");
+
+    let refused: Vec<Vec<&str>> = vec![
+        vec!["entity", "add", "--data", &d, &late],
+        vec![
+            "entity",
+            "relate",
+            "--data",
+            &d,
+            "acme",
+            "supplies",
+            "hydra-serum",
+        ],
+        vec!["doc", "add", "--data", &d, "--kind", "sds", &sds],
+        vec!["eval", "--data", &d, "--all"],
+        vec!["changes", "approve", "--data", &d, &pending],
+        vec!["changes", "reject", "--data", &d, &pending],
+        vec!["changes", "rollback", "--data", &d, &applied],
+        vec!["models", "activate", "--data", &d, "tiny-minilm@0.2.0"],
+        vec!["import", "--data", &d, &next_usb],
+        vec![
+            "users", "token", "--data", &d, "--user", COUNSEL[0], "--label", "ci",
+        ],
+    ];
+    for (state, reason) in [("LEGAL_HOLD", "case 42"), ("SUSPENDED", "case 42 closed")] {
+        set_lifecycle(&env, &d, state, reason);
+        let files = common::snapshot(&env.path("spoke"));
+        for args in &refused {
+            let msg = env.spoke(args).fails_with("read_only");
+            assert!(msg.contains(state), "{state}: {args:?}: {msg}");
+        }
+        let msg = env
+            .spoke_stdin(
+                &[
+                    "users", "add", "--data", &d, "--name", "ed2", "--role", "editor",
+                ],
+                &format!("{COUNSEL_PASSWORD}\n"),
+            )
+            .fails_with("read_only");
+        assert!(msg.contains(state), "{msg}");
+        // Decommissioning is refused under hold (a conflict naming it).
+        if state == "LEGAL_HOLD" {
+            env.spoke(&["decommission", "notice", "--data", &d])
+                .fails_with("conflict");
+        }
+        common::assert_same(&files, &common::snapshot(&env.path("spoke")));
+        // Reads and what keeps the data safe work.
+        for args in [
+            vec!["audit", "verify", "--data", &d],
+            vec!["verify", "--data", &d],
+            vec!["reindex", "--data", &d],
+            vec![
+                "audit",
+                "checkpoint",
+                "--data",
+                &d,
+                "--to",
+                &env.s(&format!("cp-{state}")),
+            ],
+            vec![
+                "export",
+                "--data",
+                &d,
+                "--to",
+                &env.s(&format!("export-{state}")),
+            ],
+            vec![
+                "backup",
+                "--data",
+                &d,
+                "--to",
+                &env.s("backups"),
+                "--recipient",
+                &recipient,
+            ],
+        ] {
+            env.spoke(&args).ok();
+        }
+    }
+}
