@@ -296,3 +296,57 @@ fn nix_is_root() -> bool {
         .output()
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
+
+#[test]
+fn a_full_data_disk_refuses_writes_honestly_and_recovers_when_space_returns() {
+    if !nix_is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let env = Env::new();
+    let data = env.path("spoke");
+    std::fs::create_dir_all(&data).unwrap();
+    let _tmpfs = Tmpfs::mount(&data, "64m").expect("mount a tmpfs (as root)");
+    let d = env.sample_spoke("spoke");
+    let entities = |env: &Env| env.spoke(&["entity", "list", "--data", &d]).ok();
+    let before = entities(&env);
+    let filler = data.join("filler");
+    fill(&filler);
+
+    let product = env.path("zephyr.json");
+    std::fs::write(
+        &product,
+        r#"{"id": "zephyr-gel", "kind": "product", "name": "Zephyr Gel", "category": "leave_on",
+            "markets": ["EU"], "components": [{"substance": "Aqua", "cas": "7732-18-5", "concentration": 99.0, "unit": "%w/w"}]}"#,
+    )
+    .unwrap();
+    let add = || {
+        env.spoke(&[
+            "entity",
+            "add",
+            "--data",
+            &d,
+            &product.display().to_string(),
+        ])
+    };
+    let msg = add().fails_with("disk_full");
+    assert!(
+        msg.contains("nothing of this request was written"),
+        "{msg}"
+    );
+    assert!(msg.contains("Free space"), "{msg}");
+    // With not a byte left even a read cannot open the database (SQLite
+    // must create its shared-memory file): it says so the same way.
+    let msg = env
+        .spoke(&["entity", "list", "--data", &d])
+        .fails_with("disk_full");
+    assert!(msg.contains("Free space"), "{msg}");
+
+    // Space back: nothing half-written is there, then the write works.
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(entities(&env), before);
+    env.spoke(&["audit", "verify", "--data", &d]).ok();
+    add().ok();
+    assert!(entities(&env).to_string().contains("zephyr-gel"));
+    env.spoke(&["verify", "--data", &d]).ok();
+}

@@ -44,8 +44,9 @@ use std::path::{Path, PathBuf};
 /// The appliance's error type.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The database failed.
-    #[error("database {path}: {source}")]
+    /// The database failed (a full disk says so and what to do: the
+    /// transaction rolled back, so nothing of the change was written).
+    #[error("database {path}: {source}{}", disk_full_advice(path, source))]
     Db {
         /// Database file.
         path: PathBuf,
@@ -141,6 +142,10 @@ impl Error {
     /// A stable machine-readable name for this error.
     pub fn kind(&self) -> &'static str {
         match self {
+            Error::Db { path, source } if is_disk_full(path, source) => "disk_full",
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                "disk_full"
+            }
             Error::Db { .. } | Error::Migration { .. } | Error::Io { .. } => "store",
             Error::AuditBroken { .. } => "audit_broken",
             Error::DataDir(_) => "data_dir",
@@ -159,6 +164,34 @@ impl Error {
             Error::Quota(_) => "quota",
             Error::Search(_) => "search",
         }
+    }
+}
+
+/// Whether SQLite gave up because the disk holding `db` is full: it says
+/// so (`SQLITE_FULL`), or, in WAL mode, reports a disk I/O error while the
+/// filesystem has less than 1 MiB left.
+fn is_disk_full(db: &Path, e: &rusqlite::Error) -> bool {
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return false;
+    };
+    match f.code {
+        rusqlite::ErrorCode::DiskFull => true,
+        rusqlite::ErrorCode::SystemIoFailure => {
+            let dir = db.parent().unwrap_or(Path::new("."));
+            nix::sys::statvfs::statvfs(dir).is_ok_and(|fs| {
+                fs.blocks_available().saturating_mul(fs.fragment_size()) < 1024 * 1024
+            })
+        }
+        _ => false,
+    }
+}
+
+fn disk_full_advice(db: &Path, e: &rusqlite::Error) -> &'static str {
+    if is_disk_full(db, e) {
+        "; the data disk is full, so nothing of this request was written. Free space on the data \
+         partition (remove old backups or exports kept there), then try again"
+    } else {
+        ""
     }
 }
 

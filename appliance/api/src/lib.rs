@@ -112,6 +112,8 @@ fn status_for(kind: &str) -> StatusCode {
         | "metadata" | "not_for_this_spoke" => StatusCode::UNPROCESSABLE_ENTITY,
         "quota" | "busy" | "throttled" => StatusCode::TOO_MANY_REQUESTS,
         "ai_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        // RFC 4918: the server cannot store what the request needs.
+        "disk_full" => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
