@@ -330,10 +330,7 @@ fn a_full_data_disk_refuses_writes_honestly_and_recovers_when_space_returns() {
         ])
     };
     let msg = add().fails_with("disk_full");
-    assert!(
-        msg.contains("nothing of this request was written"),
-        "{msg}"
-    );
+    assert!(msg.contains("nothing of this request was written"), "{msg}");
     assert!(msg.contains("Free space"), "{msg}");
     // With not a byte left even a read cannot open the database (SQLite
     // must create its shared-memory file): it says so the same way.
