@@ -18,6 +18,11 @@ use std::sync::Arc;
 
 /// Format tag of a lock's content.
 pub const LOCK_FORMAT: &str = "eurocomply-lock/1";
+/// Where `environment.json` lists the product categories and the units of
+/// a product's components.
+const CATEGORY_ENUM: &str = "/entities/product/fields/category/enum";
+const UNIT_ENUM: &str = "/entities/product/fields/components/items/unit/enum";
+
 /// Largest reference table or rules file read from a pack payload.
 const MAX_PACK_FILE: u64 = 64 * 1024 * 1024;
 
@@ -444,10 +449,15 @@ impl Appliance {
         Ok(Some(RuleSet::parse(&read_capped(&path)?)?))
     }
 
-    /// The product categories an environment pack defines: the `enum` of
-    /// `entities.product.fields.category` in its `environment.json`, if it
-    /// has one.
-    fn environment_categories(&self, pack: &PinnedPack) -> Result<Option<Vec<String>>, Error> {
+    /// The values an environment pack lists for a field: the `enum` at
+    /// `pointer` in its `environment.json` (`what` names it in errors), if
+    /// it has one.
+    fn environment_enum(
+        &self,
+        pack: &PinnedPack,
+        pointer: &str,
+        what: &str,
+    ) -> Result<Option<Vec<String>>, Error> {
         let hex = pack.cid.strip_prefix("sha256:").unwrap_or(&pack.cid);
         let path = self.dir.payloads().join(hex).join("environment.json");
         if !path.is_file() {
@@ -455,10 +465,7 @@ impl Appliance {
         }
         let env: serde_json::Value = serde_json::from_slice(&read_capped(&path)?)
             .map_err(|e| Error::Invalid(format!("pack {} environment.json: {e}", pack.name)))?;
-        let Some(values) = env
-            .pointer("/entities/product/fields/category/enum")
-            .and_then(|v| v.as_array())
-        else {
+        let Some(values) = env.pointer(pointer).and_then(|v| v.as_array()) else {
             return Ok(None);
         };
         values
@@ -468,16 +475,22 @@ impl Appliance {
             .map(Some)
             .ok_or_else(|| {
                 Error::Invalid(format!(
-                    "pack {} environment.json: the product category enum must list strings",
+                    "pack {} environment.json: the {what} enum must list strings",
                     pack.name
                 ))
             })
     }
 
-    /// The product categories the active environment packs define (sorted,
-    /// as written there), or None when no active pack defines any.
-    pub(crate) fn product_categories(&self) -> Result<Option<Vec<String>>, Error> {
-        let mut all: Option<Vec<String>> = None;
+    /// The product categories an environment pack defines.
+    fn environment_categories(&self, pack: &PinnedPack) -> Result<Option<Vec<String>>, Error> {
+        self.environment_enum(pack, CATEGORY_ENUM, "product category")
+    }
+
+    /// What the active environment packs allow at intake: their product
+    /// categories and component units (each sorted, as written there), None
+    /// where no active pack lists any.
+    pub(crate) fn intake_schema(&self) -> Result<crate::entities::Schema, Error> {
+        let mut schema = crate::entities::Schema::default();
         for b in self.store.active_packs()? {
             let pack = PinnedPack {
                 name: b.name,
@@ -485,14 +498,20 @@ impl Appliance {
                 cid: b.cid,
             };
             if let Some(c) = self.environment_categories(&pack)? {
-                all.get_or_insert_with(Vec::new).extend(c);
+                schema.categories.get_or_insert_with(Vec::new).extend(c);
+            }
+            if let Some(u) = self.environment_enum(&pack, UNIT_ENUM, "component unit")? {
+                schema.units.get_or_insert_with(Vec::new).extend(u);
             }
         }
-        if let Some(v) = &mut all {
-            v.sort();
-            v.dedup();
+        for list in [&mut schema.categories, &mut schema.units]
+            .into_iter()
+            .flatten()
+        {
+            list.sort();
+            list.dedup();
         }
-        Ok(all)
+        Ok(schema)
     }
 
     /// Compiles `packs` (rules and tables) into a program and its pins; the

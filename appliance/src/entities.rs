@@ -227,9 +227,52 @@ fn as_percent(value: f64, unit: &str) -> Option<f64> {
     }
 }
 
-/// Validates an entity; `categories` are the product categories the active
-/// environment defines (None: no environment pack defines any).
-fn validate(input: &EntityInput, categories: Option<&[String]>) -> Result<(), Error> {
+/// What the active environment packs allow at intake (`environment.json`):
+/// the product categories and the component units. None where no pack
+/// says, and then the kernel's own list ([`UNITS`]) holds for units.
+#[derive(Debug, Clone, Default)]
+pub struct Schema {
+    /// Product categories, as the packs write them.
+    pub categories: Option<Vec<String>>,
+    /// Component units, as the packs write them.
+    pub units: Option<Vec<String>>,
+}
+
+impl Schema {
+    /// Whether `unit` (normalised) is allowed: one the kernel can convert
+    /// and, where packs list units, one of theirs (`%` standing for `%w/w`).
+    fn allows_unit(&self, unit: &str) -> bool {
+        let listed = |u: &str| {
+            self.units.as_ref().is_none_or(|units| {
+                units.iter().any(|l| {
+                    l.chars()
+                        .filter(|c| !c.is_whitespace())
+                        .collect::<String>()
+                        .to_lowercase()
+                        == u
+                })
+            })
+        };
+        UNITS.contains(&unit) && (listed(unit) || (unit == "%" && listed("%w/w")))
+    }
+
+    /// The units to name in a refusal.
+    fn unit_list(&self) -> String {
+        match &self.units {
+            Some(units) => units
+                .iter()
+                .filter(|u| UNITS.contains(&u.as_str()))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => UNITS.join(", "),
+        }
+    }
+}
+
+/// Validates an entity against what the active environment allows.
+fn validate(input: &EntityInput, schema: &Schema) -> Result<(), Error> {
+    let categories = schema.categories.as_deref();
     let bad = |m: String| Err(Error::Invalid(m));
     if let Some(id) = &input.id {
         valid_id(id)?;
@@ -302,10 +345,10 @@ fn validate(input: &EntityInput, categories: Option<&[String]>) -> Result<(), Er
             }
         }
         if let Some(u) = &c.unit {
-            if !UNITS.contains(&u.as_str()) {
+            if !schema.allows_unit(u) {
                 return bad(format!(
                     "{at}.unit {u:?} ({name}): use one of {}",
-                    UNITS.join(", ")
+                    schema.unit_list()
                 ));
             }
         }
@@ -313,7 +356,7 @@ fn validate(input: &EntityInput, categories: Option<&[String]>) -> Result<(), Er
             let Some(unit) = &c.unit else {
                 return bad(format!(
                     "{at}.concentration {v} ({name}): give its unit ({}); a bare number cannot be checked against a limit",
-                    UNITS.join(", ")
+                    schema.unit_list()
                 ));
             };
             let pct = as_percent(v, unit).filter(|p| v.is_finite() && *p > 0.0);
@@ -505,14 +548,14 @@ const MAX_DEPTH: i64 = 16;
 impl Store {
     /// Creates entities (`replace` None), all or none, or replaces the one
     /// entity with id `replace`. Every input is validated before anything is written.
-    /// `categories` are the product categories the active environment
-    /// defines; a product in another one is refused.
+    /// `schema` is what the active environment allows: a product in another
+    /// category, or a component in another unit, is refused.
     pub(crate) fn put_entities(
         &mut self,
         actor: &Actor,
         inputs: Vec<EntityInput>,
         replace: Option<&str>,
-        categories: Option<&[String]>,
+        schema: &Schema,
     ) -> Result<Written<Vec<Entity>>, Error> {
         actor.require(Permission::Write)?;
         if replace.is_some() && inputs.len() != 1 {
@@ -522,7 +565,7 @@ impl Store {
         let mut ready = Vec::with_capacity(inputs.len());
         for (i, mut input) in inputs.into_iter().enumerate() {
             normalise(&mut input);
-            validate(&input, categories).map_err(|e| match e {
+            validate(&input, schema).map_err(|e| match e {
                 Error::Invalid(m) if many => Error::Invalid(format!("entity #{i}: {m}")),
                 other => other,
             })?;
@@ -705,7 +748,7 @@ mod tests {
         input: EntityInput,
         replace: Option<&str>,
     ) -> Result<Entity, Error> {
-        Ok(s.put_entities(a, vec![input], replace, None)?
+        Ok(s.put_entities(a, vec![input], replace, &Schema::default())?
             .value
             .remove(0))
     }
@@ -760,6 +803,51 @@ mod tests {
         assert!(s.entities(None, 10, 0).unwrap().is_empty());
     }
 
+    /// #26 item 2: units are the environment's (with `%` for `%w/w`), and
+    /// always ones the kernel can convert.
+    #[test]
+    fn units_are_the_environments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::create(&dir.path().join("db.sqlite"), "did:key:test").unwrap();
+        let a = Actor::cli();
+        let schema = Schema {
+            categories: None,
+            units: Some(["%w/w", "ppm", "mg/l"].map(String::from).to_vec()),
+        };
+        let with = |id: &str, unit: &str| {
+            input(
+                id,
+                EntityKind::Product,
+                vec![Component {
+                    substance: "Aqua".into(),
+                    cas: Some("7732-18-5".into()),
+                    ec: None,
+                    concentration: Some(50.0),
+                    unit: Some(unit.into()),
+                }],
+            )
+        };
+        for (id, unit) in [("a", "%w/w"), ("b", " PPM "), ("c", "%")] {
+            s.put_entities(&a, vec![with(id, unit)], None, &schema)
+                .unwrap_or_else(|e| panic!("{unit}: {e}"));
+        }
+        // Not the environment's, or one the kernel cannot convert.
+        for unit in ["mg/kg", "mg/l"] {
+            let e = s
+                .put_entities(&a, vec![with("x", unit)], None, &schema)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(unit) && e.contains("use one of %w/w, ppm"),
+                "{e}"
+            );
+        }
+        // Without an environment pack, the kernel's units.
+        assert!(s
+            .put_entities(&a, vec![with("d", "mg/kg")], None, &Schema::default())
+            .is_ok());
+    }
+
     /// #26 item 2: the category is one the environment defines, whatever
     /// its case and spacing; another is refused, naming the allowed ones.
     #[test]
@@ -772,7 +860,11 @@ mod tests {
             category: Some(category.into()),
             ..input(id, EntityKind::Product, vec![])
         };
-        let mut put_in = |e: EntityInput| s.put_entities(&a, vec![e], None, Some(&known));
+        let schema = Schema {
+            categories: Some(known),
+            units: None,
+        };
+        let mut put_in = |e: EntityInput| s.put_entities(&a, vec![e], None, &schema);
         let ok = put_in(with("spaced", " Leave-On ")).unwrap();
         assert_eq!(ok.value[0].category.as_deref(), Some("leave_on"));
         let e = put_in(with("sun", "sunscreen")).unwrap_err().to_string();
@@ -783,7 +875,7 @@ mod tests {
         assert!(put_in(with("sun", "Sun Screen")).is_err());
         // Without an environment pack only the spelling is checked.
         assert!(s
-            .put_entities(&a, vec![with("sun", "sunscreen")], None, None)
+            .put_entities(&a, vec![with("sun", "sunscreen")], None, &Schema::default())
             .is_ok());
     }
 

@@ -291,10 +291,10 @@ impl Appliance {
         input: EntityInput,
         replace: Option<&str>,
     ) -> Result<Entity, Error> {
-        let categories = self.product_categories()?;
+        let schema = self.intake_schema()?;
         let mut w = self
             .store
-            .put_entities(actor, vec![input], replace, categories.as_deref())?;
+            .put_entities(actor, vec![input], replace, &schema)?;
         self.after_write(&w.touched, w.generation);
         Ok(w.value.remove(0))
     }
@@ -305,10 +305,8 @@ impl Appliance {
         actor: &Actor,
         inputs: Vec<EntityInput>,
     ) -> Result<Vec<Entity>, Error> {
-        let categories = self.product_categories()?;
-        let w = self
-            .store
-            .put_entities(actor, inputs, None, categories.as_deref())?;
+        let schema = self.intake_schema()?;
+        let w = self.store.put_entities(actor, inputs, None, &schema)?;
         self.after_write(&w.touched, w.generation);
         Ok(w.value)
     }
