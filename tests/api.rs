@@ -1065,48 +1065,12 @@ enum Held {
 #[test]
 fn every_mutating_route_is_refused_under_hold_and_suspension_unless_policy_allows_it() {
     let env = Env::new();
-    env.publish_examples();
-    let tiny = |v: &str| {
-        common::model_src(
-            &env,
-            &format!("minilm-{v}"),
-            "tiny-minilm",
-            v,
-            "embedding",
-            0,
-        )
-    };
-    common::publish_model(&env, &tiny("0.1.0"), "minilm-1.bundle");
-    let d = env.stock_spoke("spoke");
+    let common::Busy {
+        d,
+        pending,
+        applied,
+    } = common::busy_spoke(&env, &["counsel"], PASSWORD, "media/next");
     env.add_role_users(&d, PASSWORD);
-    env.add_admins(&d, &["counsel"], PASSWORD);
-    // A later model and a later annexes release, installed while ACTIVE:
-    // one waits for activation, the other is a pending change.
-    common::publish_model(&env, &tiny("0.2.0"), "minilm-2.bundle");
-    env.export("models-usb", &["--only", "tiny-minilm"]);
-    env.import("spoke", "models-usb").ok();
-    let src = common::annexes_upgrade(&env, "2026.2.0", &[("Lilial", "80-54-6")]);
-    env.build_publish(&src, "annexes-2.bundle", &[]);
-    env.export("upgrade-usb", &["--only", "@data/eu-cosmetics-annexes"]);
-    let pending = env.import("spoke", "upgrade-usb").ok()["change"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let applied = env
-        .spoke(&["changes", "list", "--data", &d])
-        .ok()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["status"] == "applied")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    // A medium not installed yet, for the console's Install.
-    let next = common::annexes_upgrade(&env, "2026.3.0", &[("Lilial", "80-54-6")]);
-    env.build_publish(&next, "annexes-3.bundle", &[]);
-    env.export("media/next", &["--only", "@data/eu-cosmetics-annexes"]);
     let lock = env.spoke(&["eval", "--data", &d, "hydra-serum"]).ok()[0]["lock"]["id"]
         .as_str()
         .map(str::to_string)
@@ -1131,20 +1095,6 @@ fn every_mutating_route_is_refused_under_hold_and_suspension_unless_policy_allow
         .as_str()
         .unwrap()
         .to_string();
-    let supplier = env.path("supplier.json");
-    std::fs::write(
-        &supplier,
-        r#"{"id": "acme", "kind": "supplier", "name": "Acme"}"#,
-    )
-    .unwrap();
-    env.spoke(&[
-        "entity",
-        "add",
-        "--data",
-        &d,
-        &supplier.display().to_string(),
-    ])
-    .ok();
     let (_, recipient) = env.age_key("op.key");
     let s = serve(
         &env,

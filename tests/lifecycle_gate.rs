@@ -231,46 +231,16 @@ fn while_held_access_can_be_given_only_read_only_and_sign_in_still_works() {
 #[test]
 fn every_mutating_command_is_refused_under_hold_and_suspension_unless_policy_allows_it() {
     let env = Env::new();
-    env.publish_examples();
-    let first = model_src(&env, "minilm-1", "tiny-minilm", "0.1.0", "embedding", 0);
-    publish_model(&env, &first, "minilm-1.bundle");
-    let d = env.stock_spoke("spoke");
-    env.add_admins(&d, &COUNSEL, COUNSEL_PASSWORD);
-    let second = model_src(&env, "minilm-2", "tiny-minilm", "0.2.0", "embedding", 0);
-    publish_model(&env, &second, "minilm-2.bundle");
-    env.export("models-usb", &["--only", "tiny-minilm"]);
-    env.import("spoke", "models-usb").ok();
-    let upgrade = annexes_upgrade(&env, "2026.2.0", &[("Lilial", "80-54-6")]);
-    env.build_publish(&upgrade, "annexes-2.bundle", &[]);
-    env.export("upgrade-usb", &["--only", "@data/eu-cosmetics-annexes"]);
-    let pending = env.import("spoke", "upgrade-usb").ok()["change"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let next = annexes_upgrade(&env, "2026.3.0", &[("Lilial", "80-54-6")]);
-    env.build_publish(&next, "annexes-3.bundle", &[]);
-    env.export("next-usb", &["--only", "@data/eu-cosmetics-annexes"]);
-    let applied = env
-        .spoke(&["changes", "list", "--data", &d])
-        .ok()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["status"] == "applied")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let common::Busy {
+        d,
+        pending,
+        applied,
+    } = common::busy_spoke(&env, &COUNSEL, COUNSEL_PASSWORD, "next-usb");
     let file = |name: &str, text: &str| {
         let p = env.path(name);
         std::fs::write(&p, text).unwrap();
         p.display().to_string()
     };
-    let supplier = file(
-        "supplier.json",
-        r#"{"id": "acme", "kind": "supplier", "name": "Acme"}"#,
-    );
-    env.spoke(&["entity", "add", "--data", &d, &supplier]).ok();
     let late = file("late.json", r#"{"kind": "supplier", "name": "Late"}"#);
     let sds = file("sds.txt", "a safety data sheet");
     let (_, recipient) = env.age_key("op.key");

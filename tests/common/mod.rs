@@ -731,6 +731,84 @@ pub fn ai_spoke(env: &Env) -> (String, String, String) {
     (d, ecid, gcid)
 }
 
+/// A spoke with work that a hold must stop (see [`busy_spoke`]).
+#[allow(dead_code)]
+pub struct Busy {
+    /// Its data directory (a path).
+    pub d: String,
+    /// A pending pack change (the annexes 2026.2.0 upgrade).
+    pub pending: String,
+    /// An applied change (the first install).
+    pub applied: String,
+}
+
+/// A spoke at `spoke` with the real example packs and a tiny embedding
+/// model installed from a medium, administrators `admins` (signing in with
+/// `password`), a later model version waiting for activation, a later
+/// annexes release proposed as a pending change, a still later one exported
+/// to `next_medium` but not installed, and a supplier `acme`.
+#[allow(dead_code)]
+pub fn busy_spoke(env: &Env, admins: &[&str], password: &str, next_medium: &str) -> Busy {
+    env.publish_examples();
+    let tiny = |v: &str| {
+        model_src(
+            env,
+            &format!("minilm-{v}"),
+            "tiny-minilm",
+            v,
+            "embedding",
+            0,
+        )
+    };
+    publish_model(env, &tiny("0.1.0"), "minilm-1.bundle");
+    let d = env.stock_spoke("spoke");
+    env.add_admins(&d, admins, password);
+    publish_model(env, &tiny("0.2.0"), "minilm-2.bundle");
+    env.export("models-usb", &["--only", "tiny-minilm"]);
+    env.import("spoke", "models-usb").ok();
+    let annexes = |version: &str, out: &str| {
+        let src = annexes_upgrade(env, version, &[("Lilial", "80-54-6")]);
+        env.build_publish(&src, &format!("annexes-{version}.bundle"), &[]);
+        env.export(out, &["--only", "@data/eu-cosmetics-annexes"]);
+    };
+    annexes("2026.2.0", "upgrade-usb");
+    let pending = env.import("spoke", "upgrade-usb").ok()["change"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    annexes("2026.3.0", next_medium);
+    let applied = env
+        .spoke(&["changes", "list", "--data", &d])
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["status"] == "applied")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let supplier = env.path("supplier.json");
+    std::fs::write(
+        &supplier,
+        r#"{"id": "acme", "kind": "supplier", "name": "Acme"}"#,
+    )
+    .unwrap();
+    env.spoke(&[
+        "entity",
+        "add",
+        "--data",
+        &d,
+        &supplier.display().to_string(),
+    ])
+    .ok();
+    Busy {
+        d,
+        pending,
+        applied,
+    }
+}
+
 /// Asserts two snapshots are equal, naming (not dumping) what differs.
 pub fn assert_same(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>) {
     let changed: Vec<_> = before
