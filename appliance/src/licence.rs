@@ -91,6 +91,21 @@ pub struct LicenceBundle {
     pub licence: serde_json::Value,
 }
 
+/// Sets a settings row (inside the caller's transaction).
+pub(crate) fn put_setting(
+    conn: &rusqlite::Connection,
+    key: &str,
+    value: &str,
+) -> Result<(), Error> {
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = ?2",
+        [key, value],
+    )
+    .map(drop)
+    .map_err(tx_db)
+}
+
 /// A settings row's value, if set.
 pub(crate) fn setting(conn: &rusqlite::Connection, key: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {

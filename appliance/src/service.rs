@@ -373,14 +373,7 @@ impl Appliance {
             }
         }
         self.store.write(actor, Class::Admin, |tx| {
-            let set = |key: &str, value: &str| {
-                tx.execute(
-                    "INSERT INTO settings (key, value) VALUES (?1, ?2)
-                     ON CONFLICT (key) DO UPDATE SET value = ?2",
-                    [key, value],
-                )
-                .map_err(crate::store::tx_db)
-            };
+            let set = |key: &str, value: &str| crate::licence::put_setting(tx, key, value);
             set("lifecycle", to.as_str())?;
             // The state is now the administrator's, not the licence's: a
             // renewed licence no longer lifts it (nor may a medium bringing
@@ -449,12 +442,7 @@ impl Appliance {
         };
         let text = serde_json::to_string(&request).map_err(|e| Error::Invalid(e.to_string()))?;
         self.store.write(actor, Class::Admin, |tx| {
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES ('hold_release', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = ?1",
-                [&text],
-            )
-            .map_err(crate::store::tx_db)?;
+            crate::licence::put_setting(tx, "hold_release", &text)?;
             Ok((
                 (),
                 vec![Audit {
@@ -504,12 +492,7 @@ impl Appliance {
             }
         }
         self.store.write(actor, Class::Admin, |tx| {
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES ('hold_cooling_off_days', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = ?1",
-                [days.to_string()],
-            )
-            .map_err(crate::store::tx_db)?;
+            crate::licence::put_setting(tx, "hold_cooling_off_days", &days.to_string())?;
             Ok((
                 (),
                 vec![Audit {
